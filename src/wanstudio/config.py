@@ -1,0 +1,109 @@
+"""Settings from the environment: the one place that reads ``os.environ`` (CONTRACT section 2).
+
+A frozen dataclass rather than a pydantic-settings class on purpose: importing pydantic-settings costs
+~150 ms, and a warm ``wan models ensure`` must finish in well under 100 ms (docs/architecture.md).
+Settings are built by the caller (``Settings.from_env()``) and passed down, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from wanstudio._units import parse_duration, parse_size
+from wanstudio.errors import InvalidParamsError, ModelsRootUnsetError
+
+KNOWN_SOURCES = ("local", "s3", "hf")
+DEFAULT_SOURCES = ("local", "s3", "hf")
+DEFAULT_MAX_CONCURRENT_DOWNLOADS = 8
+DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about wanstudio, with the documented defaults."""
+
+    models_root: Path | None = None
+    manifest_path: Path | None = None
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    local_mirror: Path | None = None
+    s3_url: str | None = None
+    max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    quota_bytes: int | None = None
+    family_quotas: Mapping[str, int] = field(default_factory=dict)
+    log_level: str = "WARNING"
+    log_format: str = "text"
+    require_signed_manifest: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read the settings from `environ` (default: the process environment); bad values name the variable."""
+        env = os.environ if environ is None else environ
+
+        def path(name: str) -> Path | None:
+            value = env.get(name, "").strip()
+            return Path(value).expanduser().absolute() if value else None
+
+        def convert(name: str, parse, default):  # type: ignore[no-untyped-def]
+            value = env.get(name, "").strip()
+            if not value:
+                return default
+            try:
+                return parse(value)
+            except ValueError as exc:
+                raise InvalidParamsError(f"{name}={value!r} is invalid: {exc}", param=name) from None
+
+        sources = tuple(s.strip() for s in env.get("WAN_SOURCES", ",".join(DEFAULT_SOURCES)).split(",") if s.strip())
+        unknown = [s for s in sources if s not in KNOWN_SOURCES]
+        if unknown:
+            raise InvalidParamsError(
+                f"WAN_SOURCES names unknown source(s) {', '.join(unknown)}; valid sources are {', '.join(KNOWN_SOURCES)}",
+                param="WAN_SOURCES",
+                suggestions=[f"export WAN_SOURCES={','.join(DEFAULT_SOURCES)}"],
+            )
+        return cls(
+            models_root=path("MODELS_ROOT"),
+            manifest_path=path("WAN_MODELS_MANIFEST"),
+            sources=sources,
+            local_mirror=path("WAN_LOCAL_MIRROR"),
+            s3_url=env.get("WAN_S3_URL") or None,
+            max_concurrent_downloads=convert("WAN_MAX_CONCURRENT_DOWNLOADS", _positive_int, DEFAULT_MAX_CONCURRENT_DOWNLOADS),
+            lock_timeout=convert("WAN_LOCK_TIMEOUT", parse_duration, DEFAULT_LOCK_TIMEOUT_SECONDS),
+            quota_bytes=convert("WAN_QUOTA_BYTES", parse_size, None),
+            family_quotas=convert("WAN_FAMILY_QUOTAS", _family_quotas, {}),
+            log_level=env.get("WAN_LOG_LEVEL", "WARNING").upper(),
+            log_format=env.get("WAN_LOG_FORMAT", "text").lower(),
+            require_signed_manifest=env.get("WAN_REQUIRE_SIGNED_MANIFEST", "") in ("1", "true", "yes"),
+        )
+
+    def require_models_root(self) -> Path:
+        """The store root, or MODELS_ROOT_UNSET with an example of how to set it."""
+        if self.models_root is None:
+            raise ModelsRootUnsetError(
+                "MODELS_ROOT is not set: wanstudio needs to know where to keep models",
+                suggestions=[
+                    "export MODELS_ROOT=$HOME/models   # any folder with room for the models you use",
+                    "then run: wan models ensure --only ti2v-5B --variant dev",
+                ],
+            )
+        return self.models_root
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def _family_quotas(text: str) -> dict[str, int]:
+    quotas: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        family, sep, size = item.partition("=")
+        if not sep or not family.strip():
+            raise ValueError(f"expected family=size pairs such as wan22=400G, got {item!r}")
+        quotas[family.strip()] = parse_size(size)
+    return quotas

@@ -1,0 +1,409 @@
+"""`ensure`: plan -> preflight -> lock -> fetch (verified in stream) -> commit by rename -> record.
+
+One process downloads a variant while the others wait on its lock and then find it done; each file is
+fetched under a lock of its own digest, so two variants that share a file (a VAE, a text encoder) fetch
+it once. A warm ensure (everything present) takes no lock and reads no file contents: it compares the
+store's record with the manifest and stats the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from wanstudio.config import Settings
+from wanstudio.errors import (
+    Attempt,
+    AuthFailError,
+    ChecksumFailError,
+    InvalidParamsError,
+    ModelNotFoundError,
+    NoSpaceError,
+    OperationInterruptedError,
+    RateLimitError,
+    SourceUnavailableError,
+    WanError,
+)
+from wanstudio._units import format_bytes
+from wanstudio.orchestrator._locks import hold_lock
+from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_manifest
+from wanstudio.orchestrator.sources import FileRequest, Source, build_sources
+from wanstudio.orchestrator.status import VariantStatus, variant_status, wanted_files
+from wanstudio.orchestrator.store import Store, VariantRecord, committed_files, sha256_of
+from wanstudio.orchestrator.transfer import VerifyingWriter, copy_local_file
+
+log = logging.getLogger("wanstudio.orchestrator")
+
+# When every source failed, the most telling failure names the error: a source that had the file but
+# refused us or served bad bytes says more than the sources that simply did not have it.
+_FAILURE_PRIORITY = (AuthFailError, RateLimitError, ChecksumFailError)
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Progress of one ensure, reported after each chunk and each finished file."""
+
+    model: str
+    variant: str
+    file: str | None
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+
+
+ProgressListener = Callable[[DownloadProgress], None]
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    """A variant that is ready on disk (CONTRACT `wan.models.ensure/1`)."""
+
+    id: str
+    variant: str
+    path: Path
+    bytes_downloaded: int = 0
+    sources: Mapping[str, int] = field(default_factory=dict)
+    warm: bool = False
+    state: str = "complete"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "variant": self.variant,
+            "path": str(self.path),
+            "state": self.state,
+            "bytes_downloaded": self.bytes_downloaded,
+            "sources": dict(self.sources),
+        }
+
+
+@dataclass(frozen=True)
+class WanPaths:
+    """The folders of one ready variant: the root that diffusers loads, and each component's subfolder."""
+
+    root: Path
+    components: Mapping[str, Path]
+
+    def __getitem__(self, component: str) -> Path:
+        return self.components[component]
+
+
+class Orchestrator:
+    """Models on disk: resolve ids through the manifest, ensure variants, and report their state."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        manifest: Manifest | None = None,
+        sources: list[Source] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._manifest = manifest
+        self._sources = sources
+        self._store: Store | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = load_manifest(self.settings.manifest_path)
+        return self._manifest
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.require_models_root())
+        return self._store
+
+    @property
+    def sources(self) -> list[Source]:
+        if self._sources is None:
+            self._sources = build_sources(self.settings)
+        return self._sources
+
+    def resolve(self, model_id: str, variant: str | None = None) -> tuple[Model, Variant]:
+        model = self.manifest.resolve(model_id)
+        return model, model.variant(variant)
+
+    # -- status -------------------------------------------------------------------------------------------------
+
+    def status(self, model_id: str, variant: str | None = None, *, deep: bool = False) -> VariantStatus:
+        model, chosen = self.resolve(model_id, variant)
+        return variant_status(self.store, model, chosen, deep=deep)
+
+    def statuses(self, model_ids: Iterable[str] = (), variant: str | None = None, *, deep: bool = False) -> list[VariantStatus]:
+        """Status of each model (all when none named): the given or default variant, plus every variant on disk."""
+        models = [self.manifest.resolve(m) for m in model_ids] or list(self.manifest.models.values())
+        results = []
+        for model in models:
+            names = [variant] if variant else [model.default_variant]
+            if not variant:
+                names += [v for v in self.store.committed_variants(model) if v in model.variants and v not in names]
+            results += [variant_status(self.store, model, model.variant(name), deep=deep) for name in names]
+        return results
+
+    # -- ensure -------------------------------------------------------------------------------------------------
+
+    def ensure(
+        self,
+        model_id: str,
+        variant: str | None = None,
+        *,
+        without: Iterable[str] = (),
+        force: bool = False,
+        progress: ProgressListener | None = None,
+    ) -> EnsureResult:
+        """Make the variant complete on disk and return where it is; with `force`, re-verify every byte."""
+        model, chosen = self.resolve(model_id, variant)
+        excluded = self._excluded_components(model, chosen, without)
+        store = self.store
+        if not force and (warm := self._warm(model, chosen, excluded)):
+            return warm
+        if not chosen.lists_files:
+            raise SourceUnavailableError(
+                f"variant {chosen.name} of {model.id} takes its file list from the Hugging Face Hub, "
+                "and no Hub source is available in this release",
+                suggestions=[f"use a variant whose files the manifest lists, e.g. --variant {_listed_variant(model)}"],
+            )
+        with hold_lock(
+            store.layout.variant_lock(model.family, model.id, chosen.name),
+            timeout=self.settings.lock_timeout,
+            what=f"{model.id} [{chosen.name}]",
+        ):
+            if not force and (warm := self._warm(model, chosen, excluded)):
+                return EnsureResult(id=warm.id, variant=warm.variant, path=warm.path)  # another process did it
+            store.sweep_tmp()
+            return _EnsureRun(self, model, chosen, excluded, force, progress).run()
+
+    def get_wan_paths(self, model_id: str, variant: str | None = None) -> WanPaths:
+        """Ensure the variant, then return its folder and the folder of each component."""
+        result = self.ensure(model_id, variant)
+        model, chosen = self.resolve(model_id, variant)
+        components = {c: result.path / c for c in chosen.components if (result.path / c).is_dir()}
+        return WanPaths(root=result.path, components=components)
+
+    def _excluded_components(self, model: Model, variant: Variant, without: Iterable[str]) -> frozenset[str]:
+        excluded = frozenset(without)
+        for component in sorted(excluded):
+            if variant.lists_files and component not in variant.components:
+                raise ModelNotFoundError(
+                    f"model {model.id} [{variant.name}] has no component {component!r}; "
+                    f"its components are {', '.join(variant.components)}",
+                    param="without",
+                )
+            if component not in model.optional_components:
+                raise InvalidParamsError(
+                    f"component {component!r} of {model.id} is required and cannot be left out; "
+                    f"optional components: {', '.join(model.optional_components) or 'none'}",
+                    param="without",
+                )
+        return excluded
+
+    def _warm(self, model: Model, variant: Variant, excluded: frozenset[str]) -> EnsureResult | None:
+        """The result of an ensure with nothing to do, or None: the record must match the manifest and disk."""
+        record = self.store.record(model, variant.name)
+        if record is None or not set(record.excluded_components) <= excluded:
+            return None
+        committed = {f.path: f for f in record.files}
+        if variant.lists_files:
+            for file in wanted_files(self.store, model, variant, frozenset(record.excluded_components)):
+                have = committed.get(file.path)
+                if have is None:
+                    if file.optional:
+                        continue
+                    return None
+                if have.size != file.size or (file.sha256 is not None and have.sha256 != file.sha256):
+                    return None
+        status = variant_status(self.store, model, variant)
+        if not status.complete:
+            return None
+        self.store.mark_used(model, variant.name)
+        return EnsureResult(id=model.id, variant=variant.name, path=status.path, warm=True)
+
+
+def _listed_variant(model: Model) -> str:
+    return next((name for name, v in model.variants.items() if v.lists_files), model.default_variant)
+
+
+class _EnsureRun:
+    """One cold ensure of one variant, run while holding the variant's lock."""
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        model: Model,
+        variant: Variant,
+        excluded: frozenset[str],
+        force: bool,
+        progress: ProgressListener | None,
+    ) -> None:
+        self.settings = orchestrator.settings
+        self.store = orchestrator.store
+        self.sources = orchestrator.sources
+        self.model, self.variant, self.excluded, self.force = model, variant, excluded, force
+        self.progress = progress
+        self.cancel = threading.Event()
+        self._progress_lock = threading.Lock()
+        self.bytes_done = 0
+        self.bytes_total = 0
+        self.files_done = 0
+        self.files_total = 0
+        self.downloaded_from: dict[str, int] = {}
+        self.bytes_downloaded = 0
+
+    def run(self) -> EnsureResult:
+        candidates = [f for f in self.variant.files if f.component not in self.excluded]
+        indexes = [f for f in candidates if f.is_shard_index]
+        self._fetch_all(indexes)  # shard indexes first: they decide which shards are needed
+        needed = wanted_files(self.store, self.model, self.variant, self.excluded)
+        self._fetch_all([f for f in needed if not f.is_shard_index])
+        present = [f for f in needed if f.sha256 and self.store.has_blob(f.sha256, f.size)]
+        record = VariantRecord(
+            model_id=self.model.id,
+            family=self.model.family,
+            variant=self.variant.name,
+            files=committed_files((f.path, f.size, f.sha256) for f in present if f.sha256),
+            excluded_components=tuple(sorted(self.excluded)),
+            sources=self.downloaded_from,
+            committed_at=time.time(),
+        )
+        path = self.store.commit_variant(self.model, self.variant, record)
+        log.info("committed %s [%s] at %s", self.model.id, self.variant.name, path)
+        return EnsureResult(
+            id=self.model.id,
+            variant=self.variant.name,
+            path=path,
+            bytes_downloaded=self.bytes_downloaded,
+            sources=dict(self.downloaded_from),
+        )
+
+    def _fetch_all(self, files: list[ManifestFile]) -> None:
+        if self.force:
+            for file in files:
+                if file.sha256 and self.store.blob_size(file.sha256) is not None:
+                    if sha256_of(self.store.layout.blob(file.sha256)) != file.sha256:
+                        log.warning("discarding damaged copy of %s in the store", file.path)
+                        self.store.discard_blob(file.sha256)
+        todo = [f for f in files if not (f.sha256 and self.store.has_blob(f.sha256, f.size))]
+        if not todo:
+            return
+        self._preflight(todo)
+        self.files_total += len(todo)
+        self.bytes_total += sum(f.size for f in todo)
+        failures: list[WanError] = []
+        workers = min(self.settings.max_concurrent_downloads, len(todo))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wan-fetch") as pool:
+            futures: list[Future[None]] = [pool.submit(self._fetch_one, f) for f in todo]
+            try:
+                wait(futures)
+            except KeyboardInterrupt:
+                self.cancel.set()
+                wait(futures)
+                raise OperationInterruptedError(
+                    f"interrupted while ensuring {self.model.id} [{self.variant.name}]; "
+                    "files already verified are kept",
+                    suggestions=["run the same command again to finish"],
+                ) from None
+        for future in futures:
+            error = future.exception()
+            if isinstance(error, WanError):
+                failures.append(error)
+            elif error is not None:
+                raise error
+        if failures:
+            raise _combine_failures(self.model, self.variant, failures)
+
+    def _preflight(self, files: list[ManifestFile]) -> None:
+        needed = sum(f.size for f in files)
+        root = self.store.layout.root
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        if needed > free:
+            raise NoSpaceError(
+                f"not enough disk space for {self.model.id} [{self.variant.name}]: it needs {format_bytes(needed)} "
+                f"({needed} bytes) more, and {root} has {format_bytes(free)} ({free} bytes) free",
+                suggestions=[
+                    "free space with `wan models gc --dry-run` to see what can go, then `wan models gc`",
+                    "or point MODELS_ROOT at a disk with more room",
+                ],
+            )
+
+    def _fetch_one(self, file: ManifestFile) -> None:
+        assert file.sha256 is not None
+        request = FileRequest(self.model, self.variant, file)
+        with hold_lock(
+            self.store.layout.blob_lock(file.sha256), timeout=self.settings.lock_timeout, what=f"file {request.label}"
+        ):
+            if self.store.has_blob(file.sha256, file.size):  # fetched meanwhile for another variant
+                self._advance(file.size, file_done=file.path)
+                return
+            attempts: list[Attempt] = []
+            errors: list[WanError] = []
+            for source in self.sources:
+                if self.cancel.is_set():
+                    raise OperationInterruptedError(f"interrupted before fetching {request.label}")
+                try:
+                    located = source.locate(request)
+                    writer = VerifyingWriter(
+                        self.store.layout.partial_file(file.sha256),
+                        expected_size=file.size,
+                        expected_sha256=file.sha256,
+                        label=f"{request.label} from source {source.name}",
+                    )
+                    copy_local_file(located.path, writer, self._on_bytes, self.cancel.is_set)
+                except OperationInterruptedError:
+                    raise
+                except WanError as error:
+                    attempts.append(Attempt(source.name, file.path, error.code, error.message))
+                    errors.append(error)
+                    continue
+                self.store.add_blob(writer.part_path, file.sha256)
+                with self._progress_lock:
+                    self.downloaded_from[source.name] = self.downloaded_from.get(source.name, 0) + 1
+                    self.bytes_downloaded += file.size
+                self._advance(0, file_done=file.path)
+                return
+            if file.optional:
+                log.warning("optional file %s is on no source; going on without it", request.label)
+                return
+            cls = next((c for c in _FAILURE_PRIORITY if any(isinstance(e, c) for e in errors)), SourceUnavailableError)
+            raise cls(f"no source could provide {request.label}", attempts=attempts)
+
+    def _on_bytes(self, count: int) -> None:
+        self._advance(count)
+
+    def _advance(self, count: int, file_done: str | None = None) -> None:
+        with self._progress_lock:
+            self.bytes_done += count
+            if file_done is not None:
+                self.files_done += 1
+            event = DownloadProgress(
+                self.model.id, self.variant.name, file_done, self.bytes_done, self.bytes_total, self.files_done, self.files_total
+            )
+        if self.progress:
+            self.progress(event)
+
+
+def _combine_failures(model: Model, variant: Variant, failures: list[WanError]) -> WanError:
+    """One error for every file that failed, with all their attempts and the most telling code."""
+    if len(failures) == 1:
+        failure = failures[0]
+    else:
+        cls = next((c for c in _FAILURE_PRIORITY if any(isinstance(e, c) for e in failures)), type(failures[0]))
+        failure = cls(
+            f"{len(failures)} files of {model.id} [{variant.name}] could not be fetched; first: {failures[0].message}",
+            attempts=[a for f in failures for a in f.attempts],
+        )
+    tried = sorted({a.source for a in failure.attempts})
+    failure.suggestions = failure.suggestions or [
+        f"sources tried: {', '.join(tried) or 'none'}; set WAN_LOCAL_MIRROR, WAN_S3_URL or WAN_SOURCES to add one",
+        f"run `wan models status {model.id} --variant {variant.name}` to see what is missing",
+    ]
+    return failure

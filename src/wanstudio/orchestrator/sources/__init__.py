@@ -1,0 +1,24 @@
+"""Sources turn "file F of variant V of model M" into something the transfer engine can read.
+
+A source never moves bytes itself (ARCHITECTURE.md, "One transfer engine"): it answers with a
+``LocalObject`` (a path on this machine) or, for remote stores, an object the engine fetches. A source
+that does not have the file raises a WanError (usually SOURCE_UNAVAILABLE) whose message names the
+source and the place it looked; the orchestrator records it as an attempt and tries the next source.
+"""
+
+from __future__ import annotations
+
+from wanstudio.orchestrator.sources.base import FileRequest, LocalObject, Located, Source, UnavailableSource
+from wanstudio.orchestrator.sources.local import LocalMirrorSource, bundled_source
+from wanstudio.orchestrator.sources.registry import build_sources
+
+__all__ = [
+    "FileRequest",
+    "LocalMirrorSource",
+    "LocalObject",
+    "Located",
+    "Source",
+    "UnavailableSource",
+    "build_sources",
+    "bundled_source",
+]
