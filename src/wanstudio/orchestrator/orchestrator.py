@@ -373,8 +373,10 @@ class _EnsureRun:
             if file.optional:
                 log.warning("optional file %s is on no source; going on without it", request.label)
                 return
-            cls = next((c for c in _FAILURE_PRIORITY if any(isinstance(e, c) for e in errors)), SourceUnavailableError)
-            raise cls(f"no source could provide {request.label}", attempts=attempts)
+            telling = next((e for c in _FAILURE_PRIORITY for e in errors if isinstance(e, c)), None)
+            cls = type(telling) if telling else SourceUnavailableError
+            reason = f": {telling.message}" if telling else f" (sources tried: {', '.join(a.source for a in attempts)})"
+            raise cls(f"no source could provide {request.label}{reason}", attempts=attempts)
 
     def _on_bytes(self, count: int) -> None:
         self._advance(count)

@@ -1,0 +1,130 @@
+"""Shared fixtures: every test gets its own MODELS_ROOT and a clean wanstudio environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WAN_VARIABLES = (
+    "MODELS_ROOT",
+    "WAN_MODELS_MANIFEST",
+    "WAN_SOURCES",
+    "WAN_LOCAL_MIRROR",
+    "WAN_S3_URL",
+    "WAN_MAX_CONCURRENT_DOWNLOADS",
+    "WAN_LOCK_TIMEOUT",
+    "WAN_QUOTA_BYTES",
+    "WAN_FAMILY_QUOTAS",
+    "WAN_LOG_LEVEL",
+    "WAN_LOG_FORMAT",
+    "WAN_REQUIRE_SIGNED_MANIFEST",
+)
+
+
+@pytest.fixture(autouse=True)
+def models_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty store for each test, and no WAN_* setting leaking in from the machine."""
+    for name in WAN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "models"
+    monkeypatch.setenv("MODELS_ROOT", str(root))
+    return root
+
+
+class CliResult:
+    """A finished `wan` process: exit code, output, and the JSON document when --json was given."""
+
+    def __init__(self, completed: subprocess.CompletedProcess[str]) -> None:
+        self.returncode = completed.returncode
+        self.stdout = completed.stdout
+        self.stderr = completed.stderr
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.stdout)
+
+
+def run_wan(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    """Run the real `wan` program in a subprocess with the current environment (plus `env`)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "wanstudio", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return CliResult(completed)
+
+
+@pytest.fixture
+def wan():
+    """The `run_wan` helper, as a fixture."""
+    return run_wan
+
+
+def sha256_hex(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_model(
+    mirror: Path,
+    manifest: Path,
+    files: dict[str, bytes],
+    *,
+    model_id: str = "toy@1.0.0",
+    family: str = "test",
+    variant: str = "base",
+    components: dict[str, str] | None = None,
+    optional_components: tuple[str, ...] = (),
+    listed: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Put `files` into a local mirror and append a model listing them (sizes and digests) to `manifest`.
+
+    `listed` overrides the manifest entry of a file (e.g. a wrong sha256) without changing the mirror.
+    """
+    folder = mirror / family / model_id / variant
+    entries = []
+    for path, data in files.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        entry: dict[str, Any] = {"path": path, "size": len(data), "sha256": sha256_hex(data)}
+        component = (components or {}).get(path) or (path.split("/")[0] if "/" in path else None)
+        if component:
+            entry["component"] = component
+        entry.update((listed or {}).get(path, {}))
+        entries.append(entry)
+    text = "" if manifest.exists() else "schema_version = 1\n"
+    text += f'\n[models."{model_id}"]\nfamily = "{family}"\ntask = "t2v"\ndefault_variant = "{variant}"\n'
+    text += f"optional_components = {json.dumps(list(optional_components))}\n"
+    text += f'\n[models."{model_id}".variants.{variant}]\nfiles = [\n'
+    for entry in entries:
+        text += "  { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items()) + " },\n"
+    text += "]\n"
+    with open(manifest, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty local mirror and manifest, wired up through WAN_LOCAL_MIRROR and WAN_MODELS_MANIFEST."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    monkeypatch.setenv("WAN_LOCAL_MIRROR", str(root))
+    monkeypatch.setenv("WAN_MODELS_MANIFEST", str(tmp_path / "models.toml"))
+    monkeypatch.setenv("WAN_SOURCES", "local")
+    return root
+
+
+@pytest.fixture
+def manifest_path(tmp_path: Path) -> Path:
+    return tmp_path / "models.toml"
