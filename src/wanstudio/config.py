@@ -56,7 +56,7 @@ class Settings:
             except ValueError as exc:
                 raise InvalidParamsError(f"{name}={value!r} is invalid: {exc}", param=name) from None
 
-        sources = tuple(s.strip() for s in env.get("WAN_SOURCES", ",".join(DEFAULT_SOURCES)).split(",") if s.strip())
+        sources = tuple(s.strip() for s in env.get("WAN_SOURCES", "").split(",") if s.strip()) or DEFAULT_SOURCES
         unknown = [s for s in sources if s not in KNOWN_SOURCES]
         if unknown:
             raise InvalidParamsError(

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_WINDOWS_RESERVED = {
+    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+    *(f"{port}{digit}" for port in ("COM", "LPT") for digit in "123456789\u00b9\u00b2\u00b3"),
+}
 _FORBIDDEN_CHARS = re.compile(r'[<>:"\\|?*\x00-\x1f]')
 
 

@@ -23,8 +23,9 @@ IndexReader = Callable[[ManifestFile], bytes | None]
 def referenced_shards(index: ManifestFile, content: bytes, model_id: str) -> set[str]:
     """Paths (relative to the variant folder) of the shards an index references."""
     try:
-        weight_map = json.loads(content)["weight_map"]
-        names = set(weight_map.values())
+        names = set(json.loads(content)["weight_map"].values())
+        if not all(isinstance(name, str) and name for name in names):
+            raise ValueError("shard names must be strings")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ManifestInvalidError(
             f"model {model_id}: shard index {index.path} has no valid weight_map",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -20,6 +21,7 @@ from wanstudio.orchestrator._pathrules import case_collisions, path_problem
 
 SCHEMA_VERSION = 1
 SHARD_INDEX_SUFFIX = ".index.json"
+TASKS = ("t2v", "i2v", "ti2v")
 
 _MODEL_ID = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<version>[A-Za-z0-9][A-Za-z0-9._+-]*)$")
 _SIMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -228,7 +230,8 @@ def migrate_document(document: dict[str, Any], origin: str = "<memory>") -> dict
     if version != SCHEMA_VERSION:
         raise ManifestInvalidError(
             f"manifest {origin} has schema_version {version}, which this wanstudio does not know "
-            f"(it reads versions {min(MIGRATIONS)} to {SCHEMA_VERSION})",
+            f"(it reads versions {min(MIGRATIONS)} to {SCHEMA_VERSION}): upgrade wanstudio for a newer manifest, "
+            "or rewrite an older one with `wan models migrate-manifest`",
             suggestions=[
                 "upgrade wanstudio if the manifest is newer (pip install -U wanstudio)",
                 f"or rewrite an older manifest with `wan models migrate-manifest {origin}`",
@@ -289,10 +292,13 @@ def _parse_model(model_id: str, raw: Any, origin: str) -> Model:
     default_variant = fields.get("default_variant", str, required=True)
     if default_variant not in variants:
         fields.fail(f"{where}.default_variant {default_variant!r} is not one of its variants ({', '.join(sorted(variants))})")
+    task = fields.get("task", str, required=True)
+    if task not in TASKS:
+        fields.fail(f"{where}.task {task!r} must be one of {', '.join(TASKS)}")
     return Model(
         id=model_id,
         family=family,
-        task=fields.get("task", str, required=True),
+        task=task,
         default_variant=default_variant,
         variants=variants,
         description=fields.get("description", str, default=""),
@@ -306,6 +312,8 @@ def _parse_hub_ref(raw: dict[str, Any] | None, where: str, parent: _Fields, inhe
         return inherited
     fields = _Fields(raw, where, parent.origin, parent.model_id)
     repo = fields.get("repo", str, required=inherited is None) or (inherited.repo if inherited else "")
+    if inherited is not None and repo != inherited.repo:
+        inherited = None  # another repo: the model's revision and subfolder do not apply to it
     revision = fields.get("revision", str, default=inherited.revision if inherited else "main")
     subfolder = fields.get("subfolder", str, default=inherited.subfolder if inherited else None)
     return HubRef(repo=repo, revision=revision, subfolder=subfolder)
@@ -354,7 +362,7 @@ def _check_paths(files: Iterable[ManifestFile], where: str, parent: _Fields) -> 
                 f"manifest {parent.origin}, model {parent.model_id}, {where}: file {path!r} is unsafe: {problem}",
                 suggestions=["use a relative, '/'-separated path inside the variant folder with portable names"],
             )
-    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    duplicates = sorted(path for path, count in Counter(paths).items() if count > 1)
     if duplicates:
         parent.fail(f"{where} lists {duplicates[0]!r} more than once")
     collisions = case_collisions(paths)
