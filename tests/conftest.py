@@ -11,20 +11,7 @@ from typing import Any
 
 import pytest
 
-WAN_VARIABLES = (
-    "MODELS_ROOT",
-    "WAN_MODELS_MANIFEST",
-    "WAN_SOURCES",
-    "WAN_LOCAL_MIRROR",
-    "WAN_S3_URL",
-    "WAN_MAX_CONCURRENT_DOWNLOADS",
-    "WAN_LOCK_TIMEOUT",
-    "WAN_QUOTA_BYTES",
-    "WAN_FAMILY_QUOTAS",
-    "WAN_LOG_LEVEL",
-    "WAN_LOG_FORMAT",
-    "WAN_REQUIRE_SIGNED_MANIFEST",
-)
+from wanstudio.config import ENVIRONMENT_VARIABLES as WAN_VARIABLES
 
 
 @pytest.fixture(autouse=True)

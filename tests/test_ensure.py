@@ -227,3 +227,22 @@ def test_store_paths_follow_models_root(tmp_path: Path, monkeypatch: pytest.Monk
     for name in ("one", "two"):
         monkeypatch.setenv("MODELS_ROOT", str(tmp_path / name))
         assert wanstudio.ensure("ti2v-5B@2.2.0", "dev") == tmp_path / name / "wan22" / "ti2v-5B@2.2.0" / "dev"
+
+
+def test_a_reused_orchestrator_notices_a_removed_variant_and_a_changed_manifest(
+    mirror: Path, manifest_path: Path, models_root: Path
+) -> None:
+    import shutil
+
+    write_model(mirror, manifest_path, {"a.bin": b"first"})
+    orchestrator = Orchestrator(Settings.from_env())
+    path = orchestrator.ensure("toy").path
+    assert orchestrator.ensure("toy").warm
+    shutil.rmtree(path)
+    again = orchestrator.ensure("toy")
+    assert not again.warm and (path / "a.bin").read_bytes() == b"first"
+
+    manifest_path.unlink()
+    write_model(mirror, manifest_path, {"a.bin": b"second version"})
+    updated = orchestrator.ensure("toy")
+    assert not updated.warm and (path / "a.bin").read_bytes() == b"second version"

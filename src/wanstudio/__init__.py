@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from wanstudio.config import Settings
+from wanstudio.config import Settings, environment_key
 from wanstudio.errors import (
     Attempt,
     AuthFailError,
@@ -83,6 +83,23 @@ __all__ = [
 ]
 
 
+_ORCHESTRATORS: dict[tuple[str | None, ...], Orchestrator] = {}
+_MAX_ORCHESTRATORS = 8
+
+
+def _orchestrator() -> Orchestrator:
+    """An orchestrator for the current environment, reused while the environment stays the same, so that
+    repeated calls share the parsed manifest and the warm results."""
+    key = environment_key()
+    orchestrator = _ORCHESTRATORS.get(key)
+    if orchestrator is None:
+        orchestrator = Orchestrator(Settings.from_env())
+        if len(_ORCHESTRATORS) >= _MAX_ORCHESTRATORS:
+            _ORCHESTRATORS.pop(next(iter(_ORCHESTRATORS)))
+        _ORCHESTRATORS[key] = orchestrator
+    return orchestrator
+
+
 def ensure(
     model_id: str,
     variant: str | None = None,
@@ -92,19 +109,19 @@ def ensure(
     progress: ProgressListener | None = None,
 ) -> Path:
     """Make the variant complete on disk (downloading what is missing) and return its folder."""
-    return Orchestrator().ensure(model_id, variant, without=without, force=force, progress=progress).path
+    return _orchestrator().ensure(model_id, variant, without=without, force=force, progress=progress).path
 
 
 def status(model_id: str, variant: str | None = None) -> VariantStatus:
     """What is on disk for the variant: state, missing files, bytes present and needed. Reads only."""
-    return Orchestrator().status(model_id, variant)
+    return _orchestrator().status(model_id, variant)
 
 
 def check(model_id: str, variant: str | None = None, *, deep: bool = False) -> VariantStatus:
     """Verify the variant's files: sizes, and with `deep` their sha256. Reads only, never the network."""
-    return Orchestrator().status(model_id, variant, deep=deep)
+    return _orchestrator().status(model_id, variant, deep=deep)
 
 
 def get_wan_paths(model_id: str, variant: str | None = None) -> WanPaths:
     """Ensure the variant, then return its folder and each component's folder."""
-    return Orchestrator().get_wan_paths(model_id, variant)
+    return _orchestrator().get_wan_paths(model_id, variant)

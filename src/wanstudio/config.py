@@ -21,6 +21,27 @@ DEFAULT_MAX_CONCURRENT_DOWNLOADS = 8
 DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
 
 
+ENVIRONMENT_VARIABLES = (
+    "MODELS_ROOT",
+    "WAN_MODELS_MANIFEST",
+    "WAN_SOURCES",
+    "WAN_LOCAL_MIRROR",
+    "WAN_S3_URL",
+    "WAN_MAX_CONCURRENT_DOWNLOADS",
+    "WAN_LOCK_TIMEOUT",
+    "WAN_QUOTA_BYTES",
+    "WAN_FAMILY_QUOTAS",
+    "WAN_LOG_LEVEL",
+    "WAN_LOG_FORMAT",
+    "WAN_REQUIRE_SIGNED_MANIFEST",
+)
+
+
+def environment_key() -> tuple[str | None, ...]:
+    """The values of every variable the settings read: equal keys give equal settings."""
+    return tuple(os.environ.get(name) for name in ENVIRONMENT_VARIABLES)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about wanstudio, with the documented defaults."""

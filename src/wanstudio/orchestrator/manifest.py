@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -154,6 +154,7 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 # -- loading -------------------------------------------------------------------------------------------------
 
 
+@cache
 def packaged_manifest_path() -> Path:
     """The manifest shipped inside the package (with the bundled dev variants)."""
     return Path(str(resources.files("wanstudio.orchestrator") / "catalog" / "models.toml"))

@@ -9,6 +9,7 @@ store's record with the manifest and stats the files.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -35,7 +36,7 @@ from wanstudio.orchestrator._locks import hold_lock
 from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_manifest
 from wanstudio.orchestrator.sources import FileRequest, Source, build_sources
 from wanstudio.orchestrator.status import VariantStatus, variant_status, wanted_files
-from wanstudio.orchestrator.store import Store, VariantRecord, committed_files, sha256_of
+from wanstudio.orchestrator.store import USE_RECORD_INTERVAL, Store, VariantRecord, committed_files, sha256_of
 from wanstudio.orchestrator.transfer import VerifyingWriter, copy_local_file
 
 log = logging.getLogger("wanstudio.orchestrator")
@@ -109,12 +110,14 @@ class Orchestrator:
         self._manifest = manifest
         self._sources = sources
         self._store: Store | None = None
+        self._warm_results: dict[tuple[str, str, frozenset[str]], _WarmEntry] = {}
 
     @property
     def manifest(self) -> Manifest:
-        if self._manifest is None:
-            self._manifest = load_manifest(self.settings.manifest_path)
-        return self._manifest
+        """The manifest given, or the configured one (re-read when its file changes), or the packaged one."""
+        if self._manifest is None and self.settings.manifest_path is None:
+            self._manifest = load_manifest()  # files inside the installed package do not change under us
+        return self._manifest or load_manifest(self.settings.manifest_path)
 
     @property
     def store(self) -> Store:
@@ -161,11 +164,18 @@ class Orchestrator:
         progress: ProgressListener | None = None,
     ) -> EnsureResult:
         """Make the variant complete on disk and return where it is; with `force`, re-verify every byte."""
-        model, chosen = self.resolve(model_id, variant)
+        manifest = self.manifest
+        model = manifest.resolve(model_id)
+        chosen = model.variant(variant)
         excluded = self._excluded_components(model, chosen, without)
         store = self.store
-        if not force and (warm := self._warm(model, chosen, excluded)):
-            return warm
+        if not force:
+            cached = self._warm_results.get((model.id, chosen.name, excluded))
+            if cached is not None and cached.still_valid(manifest):
+                return cached.result
+            if warm := self._warm(model, chosen, excluded):
+                self._warm_results[(model.id, chosen.name, excluded)] = _WarmEntry.capture(manifest, warm, store, model)
+                return warm
         if not chosen.lists_files:
             raise SourceUnavailableError(
                 f"variant {chosen.name} of {model.id} takes its file list from the Hugging Face Hub, "
@@ -221,11 +231,48 @@ class Orchestrator:
                     return None
                 if have.size != file.size or (file.sha256 is not None and have.sha256 != file.sha256):
                     return None
-        status = variant_status(self.store, model, variant)
+        status = variant_status(self.store, model, variant, record=record)
         if not status.complete:
             return None
         self.store.mark_used(model, variant.name)
         return EnsureResult(id=model.id, variant=variant.name, path=status.path, warm=True)
+
+
+@dataclass(frozen=True)
+class _WarmEntry:
+    """A warm result and the fingerprint of what it was checked against.
+
+    A repeated ensure in one process trusts the full check made before as long as the manifest object,
+    the variant's state record and its folder are unchanged (two stats): every commit, repair or removal
+    by wanstudio replaces the record or the folder. A file deleted by hand inside a component folder is
+    noticed by the next process, by `status`/`check`, or by a full check once the record is touched again
+    for use tracking (at most every USE_RECORD_INTERVAL seconds).
+    """
+
+    manifest: Manifest
+    result: EnsureResult
+    state_file: str
+    folder: str
+    fingerprint: tuple[int, ...]
+
+    @classmethod
+    def capture(cls, manifest: Manifest, result: EnsureResult, store: Store, model: Model) -> "_WarmEntry":
+        state_file = str(store.layout.state_file(model.family, model.id, result.variant))
+        folder = str(result.path)
+        return cls(manifest, result, state_file, folder, _fingerprint(state_file, folder) or ())
+
+    def still_valid(self, manifest: Manifest) -> bool:
+        return manifest is self.manifest and _fingerprint(self.state_file, self.folder) == self.fingerprint
+
+
+def _fingerprint(state_file: str, folder: str) -> tuple[int, ...] | None:
+    try:
+        state, tree = os.stat(state_file), os.stat(folder)
+    except OSError:
+        return None
+    if time.time() - state.st_mtime > USE_RECORD_INTERVAL:
+        return None  # due for a use record: take the full path, which writes it
+    return (state.st_ino, state.st_mtime_ns, state.st_size, tree.st_ino, tree.st_mtime_ns)
 
 
 def _listed_variant(model: Model) -> str:

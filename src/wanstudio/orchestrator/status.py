@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from wanstudio.orchestrator._shards import needed_files
 from wanstudio.orchestrator.manifest import ManifestFile, Model, Variant
-from wanstudio.orchestrator.store import Store, sha256_of
+from wanstudio.orchestrator.store import Store, VariantRecord, sha256_of
 
 State = Literal["complete", "partial", "missing", "corrupt"]
 
@@ -65,10 +65,15 @@ def wanted_files(store: Store, model: Model, variant: Variant, excluded: frozens
     return needed_files(candidates, read_index, model.id)
 
 
-def variant_status(store: Store, model: Model, variant: Variant, *, deep: bool = False) -> VariantStatus:
-    """Compare the store with the manifest for one variant; with `deep`, hash every present file."""
+def variant_status(
+    store: Store, model: Model, variant: Variant, *, deep: bool = False, record: VariantRecord | None = None
+) -> VariantStatus:
+    """Compare the store with the manifest for one variant; with `deep`, hash every present file.
+
+    `record` saves a second read when the caller already holds the variant's record.
+    """
     folder = store.variant_dir(model, variant)
-    record = store.record(model, variant.name)
+    record = record or store.record(model, variant.name)
     excluded = frozenset(record.excluded_components) if record else frozenset()
     if variant.lists_files:
         wanted = wanted_files(store, model, variant, excluded)

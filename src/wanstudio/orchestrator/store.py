@@ -31,6 +31,8 @@ from wanstudio.orchestrator.manifest import Model, Variant
 
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 STATE_FORMAT = 1
+USE_RECORD_INTERVAL = 60.0
+"""Seconds between two use records of one variant: LRU needs minutes, not a disk write per warm ensure."""
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,11 @@ class Store:
         return self.layout.pin_file(model.family, model.id, variant).exists()
 
     def mark_used(self, model: Model, variant: str) -> None:
-        """Record a use of the variant (for least-recently-used eviction): the state file's mtime."""
+        """Record a use of the variant (for least-recently-used eviction) as the state file's mtime."""
+        state_file = self.layout.state_file(model.family, model.id, variant)
         try:
-            os.utime(self.layout.state_file(model.family, model.id, variant))
+            if time.time() - os.stat(state_file).st_mtime > USE_RECORD_INTERVAL:
+                os.utime(state_file)
         except OSError:
             pass
 
