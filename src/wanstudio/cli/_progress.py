@@ -15,6 +15,7 @@ def download_progress(*, enabled: bool) -> Iterator[ProgressListener | None]:
         yield None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
@@ -23,7 +24,7 @@ def download_progress(*, enabled: bool) -> Iterator[ProgressListener | None]:
 
         def listener(event: DownloadProgress) -> None:
             nonlocal task_id
-            description = f"{event.model} [{event.variant}] {event.files_done}/{event.files_total} files"
+            description = escape(f"{event.model} [{event.variant}] {event.files_done}/{event.files_total} files")
             if task_id is None:
                 task_id = bar.add_task(description, total=event.bytes_total)
             bar.update(task_id, completed=event.bytes_done, total=event.bytes_total, description=description)
