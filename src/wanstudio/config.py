@@ -62,14 +62,16 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Read the settings from `environ` (default: the process environment); bad values name the variable."""
-        env = os.environ if environ is None else environ
+        source = os.environ if environ is None else environ
+        # Only the names of ENVIRONMENT_VARIABLES can be read, so that environment_key() covers them all.
+        values = {name: source.get(name, "").strip() for name in ENVIRONMENT_VARIABLES}
 
         def path(name: str) -> Path | None:
-            value = env.get(name, "").strip()
+            value = values[name]
             return Path(value).expanduser().absolute() if value else None
 
         def convert(name: str, parse, default):  # type: ignore[no-untyped-def]
-            value = env.get(name, "").strip()
+            value = values[name]
             if not value:
                 return default
             try:
@@ -77,7 +79,7 @@ class Settings:
             except ValueError as exc:
                 raise InvalidParamsError(f"{name}={value!r} is invalid: {exc}", param=name) from None
 
-        sources = tuple(s.strip() for s in env.get("WAN_SOURCES", "").split(",") if s.strip()) or DEFAULT_SOURCES
+        sources = tuple(s.strip() for s in values["WAN_SOURCES"].split(",") if s.strip()) or DEFAULT_SOURCES
         unknown = [s for s in sources if s not in KNOWN_SOURCES]
         if unknown:
             raise InvalidParamsError(
@@ -90,14 +92,14 @@ class Settings:
             manifest_path=path("WAN_MODELS_MANIFEST"),
             sources=sources,
             local_mirror=path("WAN_LOCAL_MIRROR"),
-            s3_url=env.get("WAN_S3_URL") or None,
+            s3_url=values["WAN_S3_URL"] or None,
             max_concurrent_downloads=convert("WAN_MAX_CONCURRENT_DOWNLOADS", _positive_int, DEFAULT_MAX_CONCURRENT_DOWNLOADS),
             lock_timeout=convert("WAN_LOCK_TIMEOUT", parse_duration, DEFAULT_LOCK_TIMEOUT_SECONDS),
             quota_bytes=convert("WAN_QUOTA_BYTES", parse_size, None),
             family_quotas=convert("WAN_FAMILY_QUOTAS", _family_quotas, {}),
-            log_level=env.get("WAN_LOG_LEVEL", "WARNING").upper(),
-            log_format=env.get("WAN_LOG_FORMAT", "text").lower(),
-            require_signed_manifest=env.get("WAN_REQUIRE_SIGNED_MANIFEST", "") in ("1", "true", "yes"),
+            log_level=(values["WAN_LOG_LEVEL"] or "WARNING").upper(),
+            log_format=(values["WAN_LOG_FORMAT"] or "text").lower(),
+            require_signed_manifest=values["WAN_REQUIRE_SIGNED_MANIFEST"] in ("1", "true", "yes"),
         )
 
     def require_models_root(self) -> Path:

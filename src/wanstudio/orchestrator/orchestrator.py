@@ -35,7 +35,7 @@ from wanstudio._units import format_bytes
 from wanstudio.orchestrator._locks import hold_lock
 from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_manifest
 from wanstudio.orchestrator.sources import FileRequest, Source, build_sources
-from wanstudio.orchestrator.status import VariantStatus, variant_status, wanted_files
+from wanstudio.orchestrator.status import VariantStatus, expected_files, variant_status, wanted_files
 from wanstudio.orchestrator.store import USE_RECORD_INTERVAL, Store, VariantRecord, committed_files, sha256_of
 from wanstudio.orchestrator.transfer import VerifyingWriter, copy_local_file
 
@@ -115,9 +115,12 @@ class Orchestrator:
     @property
     def manifest(self) -> Manifest:
         """The manifest given, or the configured one (re-read when its file changes), or the packaged one."""
-        if self._manifest is None and self.settings.manifest_path is None:
-            self._manifest = load_manifest()  # files inside the installed package do not change under us
-        return self._manifest or load_manifest(self.settings.manifest_path)
+        if self._manifest is not None:
+            return self._manifest
+        if self.settings.manifest_path is not None:
+            return load_manifest(self.settings.manifest_path)
+        self._manifest = load_manifest()  # files inside the installed package do not change under us
+        return self._manifest
 
     @property
     def store(self) -> Store:
@@ -222,8 +225,9 @@ class Orchestrator:
         if record is None or not set(record.excluded_components) <= excluded:
             return None
         committed = {f.path: f for f in record.files}
+        wanted = expected_files(self.store, model, variant, record)
         if variant.lists_files:
-            for file in wanted_files(self.store, model, variant, frozenset(record.excluded_components)):
+            for file in wanted:
                 have = committed.get(file.path)
                 if have is None:
                     if file.optional:
@@ -231,7 +235,7 @@ class Orchestrator:
                     return None
                 if have.size != file.size or (file.sha256 is not None and have.sha256 != file.sha256):
                     return None
-        status = variant_status(self.store, model, variant, record=record)
+        status = variant_status(self.store, model, variant, record=record, wanted=wanted)
         if not status.complete:
             return None
         self.store.mark_used(model, variant.name)

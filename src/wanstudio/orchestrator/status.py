@@ -65,22 +65,33 @@ def wanted_files(store: Store, model: Model, variant: Variant, excluded: frozens
     return needed_files(candidates, read_index, model.id)
 
 
+def expected_files(store: Store, model: Model, variant: Variant, record: VariantRecord | None) -> list[ManifestFile]:
+    """The files a complete copy has, given the variant's record (what was left out, or the Hub's listing)."""
+    if variant.lists_files:
+        excluded = frozenset(record.excluded_components) if record else frozenset()
+        return wanted_files(store, model, variant, excluded)
+    if record is not None:  # a Hub-listed variant: its files are what was committed
+        return [ManifestFile(f.path, f.size, f.sha256) for f in record.files]
+    return []
+
+
 def variant_status(
-    store: Store, model: Model, variant: Variant, *, deep: bool = False, record: VariantRecord | None = None
+    store: Store,
+    model: Model,
+    variant: Variant,
+    *,
+    deep: bool = False,
+    record: VariantRecord | None = None,
+    wanted: list[ManifestFile] | None = None,
 ) -> VariantStatus:
     """Compare the store with the manifest for one variant; with `deep`, hash every present file.
 
-    `record` saves a second read when the caller already holds the variant's record.
+    `record` and `wanted` (from `expected_files`) save reading them again when the caller has them.
     """
     folder = store.variant_dir(model, variant)
     record = record or store.record(model, variant.name)
-    excluded = frozenset(record.excluded_components) if record else frozenset()
-    if variant.lists_files:
-        wanted = wanted_files(store, model, variant, excluded)
-    elif record is not None:  # a Hub-listed variant: its files are what was committed
-        wanted = [ManifestFile(f.path, f.size, f.sha256) for f in record.files]
-    else:
-        wanted = []
+    if wanted is None:
+        wanted = expected_files(store, model, variant, record)
     committed = folder.is_dir()
     missing: list[str] = []
     corrupt: list[str] = []
