@@ -19,6 +19,7 @@ KNOWN_SOURCES = ("local", "s3", "hf")
 DEFAULT_SOURCES = ("local", "s3", "hf")
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 8
 DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
+DEFAULT_PIPELINE_CACHE_SIZE = 1
 
 
 ENVIRONMENT_VARIABLES = (
@@ -34,6 +35,8 @@ ENVIRONMENT_VARIABLES = (
     "WAN_LOG_LEVEL",
     "WAN_LOG_FORMAT",
     "WAN_REQUIRE_SIGNED_MANIFEST",
+    "WAN_DEVICE",
+    "WAN_PIPELINE_CACHE_SIZE",
 )
 
 
@@ -58,6 +61,8 @@ class Settings:
     log_level: str = "WARNING"
     log_format: str = "text"
     require_signed_manifest: bool = False
+    device: str = "auto"
+    pipeline_cache_size: int = DEFAULT_PIPELINE_CACHE_SIZE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -100,6 +105,8 @@ class Settings:
             log_level=(values["WAN_LOG_LEVEL"] or "WARNING").upper(),
             log_format=(values["WAN_LOG_FORMAT"] or "text").lower(),
             require_signed_manifest=values["WAN_REQUIRE_SIGNED_MANIFEST"] in ("1", "true", "yes"),
+            device=convert("WAN_DEVICE", _device, "auto"),
+            pipeline_cache_size=convert("WAN_PIPELINE_CACHE_SIZE", _non_negative_int, DEFAULT_PIPELINE_CACHE_SIZE),
         )
 
     def require_models_root(self) -> Path:
@@ -120,6 +127,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise ValueError("must be 1 or more")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _device(text: str) -> str:
+    value = text.lower()
+    if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
 
 
 def _family_quotas(text: str) -> dict[str, int]:

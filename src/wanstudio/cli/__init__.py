@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from wanstudio.cli.generate import generate
 from wanstudio.cli.models import models_app
 from wanstudio.config import Settings
 from wanstudio.errors import WanError
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
+app.command("generate")(generate)
 
 
 @app.callback()

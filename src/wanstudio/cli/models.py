@@ -12,7 +12,6 @@ from wanstudio.cli._output import EXIT_INCOMPLETE, emit_json, reporting
 from wanstudio.cli._progress import download_progress
 from wanstudio.config import Settings
 from wanstudio.errors import InvalidParamsError
-from wanstudio.orchestrator.manifest import Model
 from wanstudio.orchestrator.orchestrator import EnsureResult, Orchestrator
 from wanstudio.orchestrator.status import VariantStatus
 
@@ -28,16 +27,20 @@ def _orchestrator() -> Orchestrator:
 
 @models_app.command("list")
 def list_models(as_json: bool = JsonOption) -> None:
-    """List the models of the manifest, their variants and, when MODELS_ROOT is set, what is on disk."""
+    """List the models: capabilities, defaults, limits, estimated VRAM and, when MODELS_ROOT is set, what is
+    on disk."""
     with reporting("wan.models.list/1", as_json):
+        from wanstudio.engine.info import model_info
+
         orchestrator = _orchestrator()
         has_store = orchestrator.settings.models_root is not None
-        models = [_model_json(orchestrator, model, has_store) for model in orchestrator.manifest.models.values()]
+        models = [model_info(orchestrator, model, with_status=has_store) for model in orchestrator.manifest.models.values()]
         if as_json:
             emit_json("wan.models.list/1", {"models": models})
             return
         for model in models:
-            print(f"{model['id']}  ({model['task']}, {model['family']})  {model['description']}")
+            can = ", ".join(model["engine"].get("capabilities", [])) or "not runnable here"
+            print(f"{model['id']}  ({can}; {model['family']})  {model['description']}")
             for variant in model["variants"]:
                 size = format_bytes(variant["bytes"]) if variant["bytes"] is not None else "size from the Hub"
                 default = " (default)" if variant["name"] == model["default_variant"] else ""
@@ -45,33 +48,37 @@ def list_models(as_json: bool = JsonOption) -> None:
                 print(f"    {variant['name']}{default}: {size}{state}")
 
 
-def _model_json(orchestrator: Orchestrator, model: Model, has_store: bool) -> dict[str, Any]:
-    variants = []
-    for variant in model.variants.values():
-        state = orchestrator.status(model.id, variant.name).state if has_store else None
-        variants.append(
-            {
-                "name": variant.name,
-                "dtype": variant.dtype,
-                "file_list": "manifest" if variant.lists_files else "hub",
-                "files": len(variant.files) if variant.lists_files else None,
-                "bytes": variant.total_bytes if variant.lists_files else None,
-                "components": list(variant.components),
-                "state": state,
-            }
-        )
-    return {
-        "id": model.id,
-        "name": model.name,
-        "version": model.version,
-        "family": model.family,
-        "task": model.task,
-        "description": model.description,
-        "default_variant": model.default_variant,
-        "optional_components": list(model.optional_components),
-        "hf": {"repo": model.hf.repo, "revision": model.hf.revision} if model.hf else None,
-        "variants": variants,
-    }
+@models_app.command("recommend")
+def recommend(
+    task: str = typer.Option("t2v", "--task", help="t2v (text to video) or i2v (image to video)."),
+    image: bool = typer.Option(False, "--image", help="An input image will be given."),
+    vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 16G (default: this machine's GPU)."),
+    prefer: str = typer.Option("balanced", "--prefer", help="speed, balanced or quality."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Which model, variant and memory profile to use for a task on this (or a given) GPU, and why."""
+    with reporting("wan.models.recommend/1", as_json):
+        from wanstudio._units import parse_size
+        from wanstudio.engine.info import recommend as recommend_model
+
+        if task not in ("t2v", "i2v"):
+            raise InvalidParamsError(f"--task {task!r} is unknown; use t2v or i2v", param="--task")
+        try:
+            vram_bytes = parse_size(vram) if vram else _gpu_memory()
+        except ValueError as exc:
+            raise InvalidParamsError(f"--vram {vram!r}: {exc}", param="--vram", suggestions=["--vram 16G"]) from None
+        choice = recommend_model(_orchestrator(), task=task, has_image=image, vram_bytes=vram_bytes, preference=prefer)  # type: ignore[arg-type]
+        if as_json:
+            emit_json("wan.models.recommend/1", {"recommendation": choice.to_json()})
+            return
+        print(f"{choice.model} [{choice.variant}] at {choice.width}x{choice.height}, memory profile {choice.memory_profile}")
+        print(f"    why: {choice.reason}")
+
+
+def _gpu_memory() -> int | None:
+    import torch
+
+    return int(torch.cuda.mem_get_info()[1]) if torch.cuda.is_available() else None
 
 
 @models_app.command("ensure")

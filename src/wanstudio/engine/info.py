@@ -1,0 +1,146 @@
+"""What each model can do, what it needs, what is on disk; and which model suits a request.
+
+`model_info` describes one manifest model through its family's spec (capabilities, inputs, defaults,
+limits, estimated VRAM per resolution and memory profile) and the store (state of each variant).
+`recommend` picks a model, variant and memory profile for a task, inputs, VRAM and a preference, and
+says why: the denoiser's parameter count stands for quality, its inverse for speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from wanstudio.engine.family import IMAGE_NONE, IMAGE_REQUIRED, ModelSpec
+from wanstudio.engine.memory import DTYPE_BYTES, PROFILES, choose_profile, estimate_vram_bytes, vram_table
+from wanstudio.engine.registry import family_for
+from wanstudio.errors import InvalidParamsError, ModelNotFoundError, WanError
+from wanstudio.orchestrator.manifest import Model
+from wanstudio.orchestrator.orchestrator import Orchestrator
+
+Preference = Literal["speed", "balanced", "quality"]
+PREFERENCES = ("speed", "balanced", "quality")
+
+
+def spec_json(spec: ModelSpec) -> dict[str, Any]:
+    """The engine part of a model's description (`wan models list --json`, `GET /v1/models`)."""
+    return {
+        "capabilities": list(spec.capabilities),
+        "inputs": {"prompt": "required", "image": spec.image},
+        "experts": spec.experts,
+        "defaults": asdict(spec.defaults),
+        "limits": asdict(spec.limits),
+        "trained_sizes": [f"{w}x{h}" for w, h in spec.trained_sizes],
+        "vram_estimates": [e.to_json() for e in vram_table(spec, spec.trained_sizes)],
+        "summary": spec.description,
+    }
+
+
+def model_info(orchestrator: Orchestrator, model: Model, *, with_status: bool = True) -> dict[str, Any]:
+    """Capabilities, limits, defaults, VRAM estimates and local status of one model, as a JSON object."""
+    info: dict[str, Any] = {
+        "id": model.id,
+        "name": model.name,
+        "version": model.version,
+        "family": model.family,
+        "task": model.task,
+        "description": model.description,
+        "default_variant": model.default_variant,
+        "optional_components": list(model.optional_components),
+        "hf": {"repo": model.hf.repo, "revision": model.hf.revision} if model.hf else None,
+        "variants": [
+            {
+                "name": v.name,
+                "dtype": v.dtype,
+                "file_list": "manifest" if v.lists_files else "hub",
+                "files": len(v.files) if v.lists_files else None,
+                "bytes": v.total_bytes if v.lists_files else None,
+                "components": list(v.components),
+                "state": orchestrator.status(model.id, v.name).state if with_status else None,
+            }
+            for v in model.variants.values()
+        ],
+    }
+    try:
+        info["engine"] = spec_json(family_for(model).spec(model))
+    except WanError as error:  # a model whose family is not installed is still listed, with the reason
+        info["engine"] = {"error": error.to_dict()}
+    return info
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    model: str
+    variant: str
+    memory_profile: str
+    width: int
+    height: int
+    estimated_vram_bytes: int | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recommend(
+    orchestrator: Orchestrator,
+    *,
+    task: str = "t2v",
+    has_image: bool = False,
+    vram_bytes: int | None = None,
+    preference: Preference = "balanced",
+) -> Recommendation:
+    """The model, variant and memory profile to use; `vram_bytes` None means no GPU (CPU only)."""
+    if preference not in PREFERENCES:
+        raise InvalidParamsError(f"preference {preference!r} is unknown; choose {', '.join(PREFERENCES)}", param="preference")
+    wants_image = has_image or task == "i2v"
+    candidates = []
+    for model in orchestrator.manifest.models.values():
+        try:
+            spec = family_for(model).spec(model)
+        except WanError:
+            continue
+        if (wants_image and spec.image == IMAGE_NONE) or (not wants_image and spec.image == IMAGE_REQUIRED):
+            continue
+        candidates.append((model, spec))
+    if not candidates:
+        kind = "image-to-video" if wants_image else "text-to-video"
+        raise ModelNotFoundError(f"no model in the manifest does {kind}", suggestions=["wan models list"])
+    # Bigger denoisers first for quality, smaller first for speed; balanced starts big but refuses the
+    # slowest profile for a big model when a smaller model fits better.
+    candidates.sort(key=lambda item: item[1].parameters, reverse=preference != "speed")
+
+    if vram_bytes is None:
+        model, spec = candidates[0]
+        variant = "dev" if "dev" in model.variants else model.default_variant
+        defaults = spec.defaults_for(variant)
+        return Recommendation(
+            model.id, variant, "resident", defaults.width, defaults.height, None,
+            f"no CUDA GPU: only the tiny {variant} variants run in reasonable time on a CPU"
+            if variant == "dev" else "no CUDA GPU: expect hours per video on a CPU",
+        )
+    for index, (model, spec) in enumerate(candidates):
+        width, height = spec.defaults.width, spec.defaults.height
+        variant = model.variant().name
+        dtype_bytes = DTYPE_BYTES.get(model.variant().dtype or "bfloat16", 2)
+        profile = choose_profile(spec, width, height, spec.defaults.num_frames, vram_bytes, dtype_bytes)
+        needed = estimate_vram_bytes(spec, width, height, spec.defaults.num_frames, profile, dtype_bytes)
+        last = index == len(candidates) - 1
+        too_slow = preference == "balanced" and profile == PROFILES[-1] and not last
+        if needed <= vram_bytes and not too_slow:
+            why = {
+                "quality": "the largest model that fits",
+                "speed": "the fastest model",
+                "balanced": "the largest model that fits without streaming its weights layer by layer",
+            }[preference]
+            return Recommendation(
+                model.id, variant, profile, width, height, needed,
+                f"{why}: about {needed / 2**30:.1f} GiB of {vram_bytes / 2**30:.1f} GiB at {width}x{height} with {profile}",
+            )
+    model, spec = candidates[-1]
+    width, height = min(spec.trained_sizes or ((spec.defaults.width, spec.defaults.height),), key=lambda s: s[0] * s[1])
+    needed = estimate_vram_bytes(spec, width, height, spec.defaults.num_frames, PROFILES[-1])
+    return Recommendation(
+        model.id, model.variant().name, PROFILES[-1], width, height, needed,
+        f"nothing fits {vram_bytes / 2**30:.1f} GiB comfortably; the leanest plan needs about {needed / 2**30:.1f} GiB",
+    )

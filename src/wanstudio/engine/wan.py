@@ -1,0 +1,233 @@
+"""The WAN 2.2 family: T2V-A14B, I2V-A14B and TI2V-5B, run by diffusers' own Wan pipelines.
+
+Defaults are those of the official configurations (Wan-Video/Wan2.2 ``wan/configs``): sizes, 81 frames at
+16 fps for the A14B models and 121 at 24 fps for TI2V-5B, 40/40/50 steps, flow shift 12/5/5, and for the
+two-expert A14B models one guidance scale per expert. diffusers' ``guidance_scale`` drives the high-noise
+expert (``transformer``) and ``guidance_scale_2`` the low-noise one (``transformer_2``); the official
+``sample_guide_scale`` pairs are (low, high) = (3.0, 4.0) for T2V and (3.5, 3.5) for I2V.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wanstudio.engine.family import (
+    IMAGE_NONE,
+    IMAGE_OPTIONAL,
+    IMAGE_REQUIRED,
+    Defaults,
+    GenerationParams,
+    Limits,
+    ModelSpec,
+    Placement,
+    StepCallback,
+)
+from wanstudio.errors import GenerationFailedError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from wanstudio.orchestrator.manifest import Model, Variant
+
+log = logging.getLogger("wanstudio.engine.wan")
+
+# The official negative prompt (Wan2.2 shared_config.sample_neg_prompt): the artefacts to steer away from.
+NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+_A14B_SIZES = ((1280, 720), (720, 1280), (832, 480), (480, 832))
+_A14B_LIMITS = Limits(size_multiple=16, min_side=16, max_side=1280, max_pixels=1280 * 720, min_frames=5, max_frames=81)
+_UMT5_XXL_AND_VAE = 5_700_000_000 + 130_000_000  # the text encoder and the Wan 2.1 VAE
+
+SPECS: dict[str, ModelSpec] = {
+    "t2v-A14B": ModelSpec(
+        task="t2v",
+        image=IMAGE_NONE,
+        defaults=Defaults(1280, 720, 81, 16, 40, guidance_scale=4.0, guidance_scale_2=3.0, flow_shift=12.0,
+                          negative_prompt=NEGATIVE_PROMPT),
+        limits=_A14B_LIMITS,
+        trained_sizes=_A14B_SIZES,
+        parameters=2 * 14_000_000_000,
+        other_parameters=_UMT5_XXL_AND_VAE,
+        experts=2,
+        hidden_size=5120,
+        tokens_per_latent=(16, 16),
+        description="Highest quality text-to-video: two 14B experts (high noise, then low noise), 480p or 720p at 16 fps.",
+    ),
+    "i2v-A14B": ModelSpec(
+        task="i2v",
+        image=IMAGE_REQUIRED,
+        defaults=Defaults(1280, 720, 81, 16, 40, guidance_scale=3.5, guidance_scale_2=3.5, flow_shift=5.0,
+                          negative_prompt=NEGATIVE_PROMPT),
+        limits=_A14B_LIMITS,
+        trained_sizes=_A14B_SIZES,
+        parameters=2 * 14_000_000_000,
+        other_parameters=_UMT5_XXL_AND_VAE,
+        experts=2,
+        hidden_size=5120,
+        tokens_per_latent=(16, 16),
+        description="Animates an input image with a text prompt: two 14B experts, 480p or 720p at 16 fps.",
+    ),
+    "ti2v-5B": ModelSpec(
+        task="ti2v",
+        image=IMAGE_OPTIONAL,
+        defaults=Defaults(1280, 704, 121, 24, 50, guidance_scale=5.0, flow_shift=5.0, negative_prompt=NEGATIVE_PROMPT),
+        limits=Limits(size_multiple=32, min_side=32, max_side=1280, max_pixels=1280 * 704, min_frames=5, max_frames=121),
+        trained_sizes=((1280, 704), (704, 1280)),
+        parameters=5_000_000_000,
+        other_parameters=5_700_000_000 + 700_000_000,  # the text encoder and the Wan 2.2 high-compression VAE
+        experts=1,
+        hidden_size=3072,
+        tokens_per_latent=(32, 32),
+        description="Fast text-to-video and image-to-video in one 5B model, 720p at 24 fps; fits consumer GPUs.",
+    ),
+}
+
+
+@dataclass
+class LoadedWan:
+    """A loaded Wan pipeline, with the image-to-video view of the same modules for TI2V-5B (made once)."""
+
+    pipeline: Any
+    placement: Placement
+    image_pipeline: Any = None
+    scheduler_configs: dict[float, Any] = field(default_factory=dict)
+
+
+class WanFamily:
+    """The ``wan22`` family plugin (registered under the ``wanstudio.families`` entry point group)."""
+
+    name = "wan22"
+
+    def spec(self, model: "Model") -> ModelSpec:
+        spec = SPECS.get(model.name)
+        if spec is None:
+            raise ModelNotFoundError(
+                f"the wan22 family has no architecture for model {model.id}; it runs {', '.join(SPECS)}",
+                suggestions=["check the model's name in models.toml"],
+            )
+        return spec
+
+    def load(self, folder: Path, model: "Model", variant: "Variant", placement: Placement) -> LoadedWan:
+        import diffusers
+        import torch
+        import transformers
+
+        # Our own progress reports replace the libraries' loading bars.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            pipeline = diffusers.DiffusionPipeline.from_pretrained(folder, dtype=getattr(torch, placement.dtype))
+        except Exception as exc:
+            raise _load_error(exc, folder, model, variant) from exc
+        pipeline.set_progress_bar_config(disable=True)
+        _place(pipeline, placement)
+        return LoadedWan(pipeline, placement)
+
+    def run(self, loaded: LoadedWan, params: GenerationParams, on_step: StepCallback) -> "np.ndarray":
+        import torch
+
+        pipeline = loaded.pipeline
+        kwargs: dict[str, Any] = {}
+        if params.image is not None:
+            pipeline = _image_pipeline(loaded)
+            kwargs["image"] = params.image
+        if params.flow_shift is not None:
+            _set_flow_shift(pipeline, params.flow_shift)
+        if params.guidance_scale_2 is not None and getattr(pipeline.config, "boundary_ratio", None):
+            kwargs["guidance_scale_2"] = params.guidance_scale_2
+
+        def step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            on_step(index + 1, params.steps)
+            return tensors
+
+        # The seed drives a CPU generator so that a seed gives the same video on any device.
+        generator = torch.Generator(device="cpu").manual_seed(params.seed)
+        with torch.inference_mode():
+            output = pipeline(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt or None,
+                height=params.height,
+                width=params.width,
+                num_frames=params.num_frames,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=step_end,
+                **kwargs,
+            )
+        return output.frames[0]
+
+
+def _place(pipeline: Any, placement: Placement) -> None:
+    if placement.device == "cpu":
+        return
+    if placement.memory_profile == "model_offload":
+        pipeline.enable_model_cpu_offload(device=placement.device)
+    elif placement.memory_profile == "sequential_offload":
+        pipeline.enable_sequential_cpu_offload(device=placement.device)
+    else:
+        pipeline.to(placement.device)
+
+
+def _image_pipeline(loaded: LoadedWan) -> Any:
+    """TI2V-5B takes an image through WanImageToVideoPipeline over the very same modules (no second copy)."""
+    from diffusers import WanImageToVideoPipeline
+
+    if isinstance(loaded.pipeline, WanImageToVideoPipeline):
+        return loaded.pipeline
+    if loaded.image_pipeline is None:
+        loaded.image_pipeline = WanImageToVideoPipeline.from_pipe(loaded.pipeline)
+        loaded.image_pipeline.set_progress_bar_config(disable=True)
+    return loaded.image_pipeline
+
+
+def _set_flow_shift(pipeline: Any, flow_shift: float) -> None:
+    """Give the scheduler the job's flow shift (schedulers keep it in their config, so swap in a copy)."""
+    scheduler = pipeline.scheduler
+    if "flow_shift" not in scheduler.config or scheduler.config.flow_shift == flow_shift:
+        return
+    pipeline.scheduler = type(scheduler).from_config(scheduler.config, flow_shift=flow_shift)
+
+
+def _load_error(exc: Exception, folder: Path, model: "Model", variant: "Variant") -> GenerationFailedError:
+    """Name the component that failed to load, and the `wan models` commands that repair it."""
+    components = _components(folder)
+    text = " ".join(str(e) for e in _chain(exc))
+    broken = [c for c in components if f"/{c}/" in text or f"'{c}'" in text or f" {c} " in text]
+    where = f"component {broken[0]!r}" if broken else f"one of its components ({', '.join(components)})"
+    return GenerationFailedError(
+        f"{model.id} [{variant.name}] could not be loaded from {folder}: {where} is missing or damaged "
+        f"({type(exc).__name__}: {str(exc)[:300]})",
+        suggestions=[
+            f"wan models check {model.id} --variant {variant.name} --deep   # find the damaged files",
+            f"wan models ensure --only {model.id} --variant {variant.name} --force   # fetch them again",
+        ],
+    )
+
+
+def _components(folder: Path) -> list[str]:
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return ["model_index.json"]
+    return [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+FAMILY = WanFamily()
