@@ -13,10 +13,15 @@ from wanstudio.errors import ERRORS_BY_CODE
 EXPORTED = [
     "Attempt",
     "AuthFailError",
+    "CancelToken",
     "ChecksumFailError",
     "DownloadProgress",
+    "Engine",
     "EnsureResult",
     "GenerationFailedError",
+    "GenerationProgress",
+    "GenerationRequest",
+    "GenerationResult",
     "InvalidParamsError",
     "JobCancelledError",
     "LockTimeoutError",
@@ -24,7 +29,9 @@ EXPORTED = [
     "ManifestFile",
     "ManifestInvalidError",
     "Model",
+    "ModelFamily",
     "ModelNotFoundError",
+    "ModelSpec",
     "ModelsRootUnsetError",
     "NoSpaceError",
     "OperationInterruptedError",
@@ -34,6 +41,7 @@ EXPORTED = [
     "ProgressListener",
     "QuotaExceededError",
     "RateLimitError",
+    "Recommendation",
     "Settings",
     "SignatureInvalidError",
     "SourceUnavailableError",
@@ -43,8 +51,11 @@ EXPORTED = [
     "WanPaths",
     "check",
     "ensure",
+    "generate",
     "get_wan_paths",
     "load_manifest",
+    "model_info",
+    "recommend",
     "status",
 ]
 
@@ -65,6 +76,15 @@ def test_star_import_gives_exactly_all() -> None:
     namespace: dict[str, object] = {}
     exec("from wanstudio import *", namespace)
     assert sorted(k for k in namespace if k != "__builtins__") == EXPORTED
+
+
+def test_the_engine_loads_only_when_used() -> None:
+    """`import wanstudio` stays light for the orchestrator's warm path; engine names load on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, wanstudio; assert 'wanstudio.engine' not in sys.modules; wanstudio.Engine; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
 
 
 def test_every_error_class_is_exported() -> None:

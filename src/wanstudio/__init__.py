@@ -8,13 +8,15 @@ The public Python API (CONTRACT section 6)::
     st = status("ti2v-5B@2.2.0")                           # .state, .missing_files, .bytes_needed, .path
     paths = get_wan_paths("ti2v-5B@2.2.0", variant="dev")  # the variant folder and its component folders
 
+    result = generate("ti2v-5B", prompt="a fox in snow", variant="dev", seed=7)  # an MP4 and its sidecar
+
 Every failure raises a `WanError` subclass with a stable `.code` and `.suggestions`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from wanstudio.config import Settings, environment_key
 from wanstudio.errors import (
@@ -42,15 +44,54 @@ from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Varia
 from wanstudio.orchestrator.orchestrator import DownloadProgress, EnsureResult, Orchestrator, ProgressListener, WanPaths
 from wanstudio.orchestrator.status import VariantStatus
 
+if TYPE_CHECKING:
+    from wanstudio.engine import (
+        CancelToken,
+        Engine,
+        GenerationProgress,
+        GenerationRequest,
+        GenerationResult,
+        ModelFamily,
+        ModelSpec,
+        Recommendation,
+    )
+    from wanstudio.engine.progress import GenerationListener
+
 __version__ = "0.1.0"
+
+# The engine's names load on first use: the orchestrator's warm path (a `wan models ensure` that finds
+# everything present) must not pay for importing the engine.
+_ENGINE_EXPORTS = (
+    "CancelToken",
+    "Engine",
+    "GenerationProgress",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModelFamily",
+    "ModelSpec",
+    "Recommendation",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE_EXPORTS:
+        import wanstudio.engine
+
+        return getattr(wanstudio.engine, name)
+    raise AttributeError(f"module 'wanstudio' has no attribute {name!r}")
 
 __all__ = [
     "Attempt",
     "AuthFailError",
+    "CancelToken",
     "ChecksumFailError",
     "DownloadProgress",
+    "Engine",
     "EnsureResult",
     "GenerationFailedError",
+    "GenerationProgress",
+    "GenerationRequest",
+    "GenerationResult",
     "InvalidParamsError",
     "JobCancelledError",
     "LockTimeoutError",
@@ -58,7 +99,9 @@ __all__ = [
     "ManifestFile",
     "ManifestInvalidError",
     "Model",
+    "ModelFamily",
     "ModelNotFoundError",
+    "ModelSpec",
     "ModelsRootUnsetError",
     "NoSpaceError",
     "OperationInterruptedError",
@@ -68,6 +111,7 @@ __all__ = [
     "ProgressListener",
     "QuotaExceededError",
     "RateLimitError",
+    "Recommendation",
     "Settings",
     "SignatureInvalidError",
     "SourceUnavailableError",
@@ -77,8 +121,11 @@ __all__ = [
     "WanPaths",
     "check",
     "ensure",
+    "generate",
     "get_wan_paths",
     "load_manifest",
+    "model_info",
+    "recommend",
     "status",
 ]
 
@@ -125,3 +172,54 @@ def check(model_id: str, variant: str | None = None, *, deep: bool = False) -> V
 def get_wan_paths(model_id: str, variant: str | None = None) -> WanPaths:
     """Ensure the variant, then return its folder and each component's folder."""
     return _orchestrator().get_wan_paths(model_id, variant)
+
+
+_ENGINES: dict[tuple[str | None, ...], "Engine"] = {}
+
+
+def _engine() -> "Engine":
+    """One engine per environment, so that pipelines stay loaded between calls of `generate`."""
+    from wanstudio.engine import Engine
+
+    key = environment_key()
+    engine = _ENGINES.get(key)
+    if engine is None:
+        _ENGINES.clear()  # one engine at a time: each keeps models loaded in memory
+        engine = _ENGINES[key] = Engine(orchestrator=_orchestrator())
+    return engine
+
+
+def generate(
+    model_id: str,
+    prompt: str,
+    *,
+    variant: str | None = None,
+    progress: "GenerationListener | None" = None,
+    cancel: "CancelToken | None" = None,
+    **params: Any,
+) -> "GenerationResult":
+    """Generate a video with `model_id` and write the MP4; `params` are the fields of GenerationRequest
+    (image, size parameters, num_frames, steps, guidance_scale, seed, output, ...)."""
+    from wanstudio.engine import GenerationRequest
+
+    request = GenerationRequest(model=model_id, prompt=prompt, variant=variant, **params)
+    return _engine().generate(request, progress=progress, cancel=cancel)
+
+
+def model_info(model_id: str) -> dict[str, Any]:
+    """Capabilities, limits, defaults, estimated VRAM per resolution and local status of a model."""
+    from wanstudio.engine import model_info as describe
+
+    orchestrator = _orchestrator()
+    model, _ = orchestrator.resolve(model_id)
+    return describe(orchestrator, model, with_status=orchestrator.settings.models_root is not None)
+
+
+def recommend(
+    task: str = "t2v", *, has_image: bool = False, vram_bytes: int | None = None, preference: str = "balanced"
+) -> "Recommendation":
+    """The model, variant and memory profile for a task, inputs, GPU memory (None: CPU only) and a
+    preference (speed, balanced, quality), with the reason."""
+    from wanstudio.engine import recommend as choose
+
+    return choose(_orchestrator(), task=task, has_image=has_image, vram_bytes=vram_bytes, preference=preference)  # type: ignore[arg-type]

@@ -53,11 +53,12 @@ def generate(
             flow_shift=flow_shift,
             seed=seed,
             output=output,
+            memory_profile=memory_profile,
         ).with_size(size)
         engine = Engine()
         job = engine.prepare(request)  # bad input fails here, before any download or load
         with _progress_bar(enabled=sys.stderr.isatty()) as listener:
-            result = engine.generate(job, progress=listener, memory_profile=memory_profile)
+            result = engine.generate(job, progress=listener)
         if as_json:
             emit_json(SCHEMA, result.to_json())
             return

@@ -17,12 +17,12 @@ from wanstudio.config import Settings
 from wanstudio.engine._cache import PipelineCache
 from wanstudio.engine._resources import PeakMemory
 from wanstudio.engine.family import GenerationParams, ModelFamily, ModelSpec, Placement
-from wanstudio.engine.memory import detect_device, placement_for
+from wanstudio.engine.memory import check_profile, detect_device, placement_for
 from wanstudio.engine.params import GenerationRequest, resolve_params
 from wanstudio.engine.progress import CancelToken, GenerationListener, ProgressTracker
 from wanstudio.engine.registry import family_for
 from wanstudio.engine.video import write_mp4
-from wanstudio.errors import GenerationFailedError, OutOfMemoryError, WanError
+from wanstudio.errors import GenerationFailedError, InvalidParamsError, OutOfMemoryError, WanError
 from wanstudio.orchestrator._fsutil import atomic_write_json
 from wanstudio.orchestrator.manifest import Model, Variant
 from wanstudio.orchestrator.orchestrator import Orchestrator
@@ -43,6 +43,7 @@ class PreparedJob:
     params: GenerationParams
     warnings: tuple[str, ...]
     output: Path
+    memory_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,9 @@ class Engine:
         family = family_for(model)
         spec = family.spec(model)
         params, warnings = resolve_params(spec, request, model_id=model.id, variant=variant.name)
+        check_profile(request.memory_profile)
         output = _output_path(request.output, model, params.seed)
-        return PreparedJob(model, variant, family, spec, params, tuple(warnings), output)
+        return PreparedJob(model, variant, family, spec, params, tuple(warnings), output, request.memory_profile)
 
     def generate(
         self,
@@ -127,7 +129,6 @@ class Engine:
         *,
         progress: GenerationListener | None = None,
         cancel: CancelToken | None = None,
-        memory_profile: str | None = None,
     ) -> GenerationResult:
         """Make the video; raises CANCELLED, OUT_OF_MEMORY, GENERATION_FAILED or an orchestrator error."""
         job = request if isinstance(request, PreparedJob) else self.prepare(request)
@@ -140,7 +141,7 @@ class Engine:
 
         tracker.enter("loading")
         placement = placement_for(
-            job.spec, variant.dtype, self.device, memory_profile, params.width, params.height, params.num_frames,
+            job.spec, variant.dtype, self.device, job.memory_profile, params.width, params.height, params.num_frames,
             _free_vram(self.device),
         )
         key = (model.id, variant.name, str(folder), placement)
@@ -237,9 +238,16 @@ def _out_of_memory(job: PreparedJob) -> OutOfMemoryError:
 
 
 def _output_path(requested: Path | None, model: Model, seed: int) -> Path:
-    """The MP4 to write: the requested file, or a new name (model, time, seed) in the requested folder or
-    the current one, like a camera never overwriting an earlier clip."""
-    if requested is not None and not requested.is_dir():
+    """The MP4 to write. A path ending in ``.mp4`` is the file; an existing folder or a path without a
+    suffix is a folder that gets a new name (model, time, seed), like a camera never overwriting a clip;
+    nothing given means the current folder."""
+    if requested is not None and requested.suffix and not requested.is_dir():
+        if requested.suffix.lower() != ".mp4":
+            raise InvalidParamsError(
+                f"output {requested} must end in .mp4 (the video is H.264 in MP4), or name a folder",
+                param="output",
+                suggestions=[f"--output {requested.with_suffix('.mp4')}"],
+            )
         return requested.expanduser().absolute()
     folder = (requested or Path.cwd()).expanduser().absolute()
     stamp = time.strftime("%Y%m%d-%H%M%S")

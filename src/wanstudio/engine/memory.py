@@ -45,16 +45,22 @@ def dtype_for(variant_dtype: str | None, device: str) -> str:
 def placement_for(spec: ModelSpec, variant_dtype: str | None, device: str, profile: str | None,
                   width: int, height: int, frames: int, free_vram: int | None) -> Placement:
     """The placement for one job: the requested profile, or on a GPU the fastest one that fits."""
-    if profile is not None and profile not in PROFILES:
-        raise InvalidParamsError(
-            f"memory_profile {profile!r} is unknown; choose one of {', '.join(PROFILES)}", param="memory_profile"
-        )
+    check_profile(profile)
     dtype = dtype_for(variant_dtype, device)
     if device == "cpu":
         return Placement(device, dtype, "resident")
     if profile is None:
         profile = choose_profile(spec, width, height, frames, free_vram, DTYPE_BYTES.get(dtype, 2))
     return Placement(device, dtype, profile)
+
+
+def check_profile(profile: str | None) -> None:
+    if profile is not None and profile not in PROFILES:
+        raise InvalidParamsError(
+            f"memory_profile {profile!r} is unknown; choose one of {', '.join(PROFILES)}",
+            param="memory_profile",
+            suggestions=[f"--memory-profile {PROFILES[1]}"],
+        )
 
 
 def choose_profile(spec: ModelSpec, width: int, height: int, frames: int, free_vram: int | None, dtype_bytes: int = 2) -> str:

@@ -38,6 +38,7 @@ class GenerationRequest:
     flow_shift: float | None = None
     seed: int | None = None
     output: Path | None = None
+    memory_profile: str | None = None  # None: the fastest profile that fits the GPU (see engine.memory)
 
     def with_size(self, size: str | None) -> "GenerationRequest":
         """This request with width and height taken from a ``WxH`` text (``1280x720``; ``*`` also accepted)."""
@@ -173,9 +174,9 @@ def _size(defaults: Defaults, limits: Limits, request: GenerationRequest, image:
 
 def _nearest_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
     width, height = max(width, 1), max(height, 1)
-    if width * height > limits.max_pixels:
-        scale = math.sqrt(limits.max_pixels / (width * height))
-        width, height = int(width * scale), int(height * scale)
+    # Shrink to the side and pixel limits first, both sides together, so that the aspect ratio holds.
+    scale = min(1.0, limits.max_side / max(width, height), math.sqrt(limits.max_pixels / (width * height)))
+    width, height = int(width * scale), int(height * scale)
     m = limits.size_multiple
 
     def snap(value: int) -> int:

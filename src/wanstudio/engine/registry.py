@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from importlib.metadata import entry_points
 
 from wanstudio.engine.family import ModelFamily
 from wanstudio.errors import GenerationFailedError, ModelNotFoundError
@@ -27,6 +26,8 @@ _BROKEN: dict[str, str] = {}
 def load_families() -> dict[str, ModelFamily]:
     """Every installed family by name. A plugin that fails to load is logged and left out, so that one
     broken package does not take the others down; asking for its family then names the failure."""
+    from importlib.metadata import entry_points
+
     families: dict[str, ModelFamily] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
