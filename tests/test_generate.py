@@ -157,3 +157,13 @@ def test_a_damaged_component_is_named_with_the_commands_that_repair_it(engine: E
     assert "component 'vae'" in error.message and "ti2v-5B@2.2.0 [dev]" in error.message
     assert any("wan models check ti2v-5B@2.2.0 --variant dev --deep" in s for s in error.suggestions)
     assert any("wan models ensure --only ti2v-5B@2.2.0 --variant dev --force" in s for s in error.suggestions)
+
+
+def test_an_unwritable_output_is_reported_with_its_path(engine: Engine, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where a folder should be")
+    target = blocker / "video.mp4"
+    with pytest.raises(GenerationFailedError) as caught:
+        engine.generate(GenerationRequest(model="ti2v-5B", variant="dev", prompt="a fox", output=target, **SMALL))
+    assert str(target) in caught.value.message and caught.value.suggestions
+    assert blocker.read_text() == "a file where a folder should be"

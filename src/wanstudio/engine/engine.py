@@ -7,11 +7,13 @@ profile, the pipeline cache, progress and cancellation, error categories, and th
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from wanstudio.config import Settings
 from wanstudio.engine._cache import PipelineCache
@@ -22,7 +24,7 @@ from wanstudio.engine.params import GenerationRequest, resolve_params
 from wanstudio.engine.progress import CancelToken, GenerationListener, ProgressTracker
 from wanstudio.engine.registry import family_for
 from wanstudio.engine.video import write_mp4
-from wanstudio.errors import GenerationFailedError, InvalidParamsError, OutOfMemoryError, WanError
+from wanstudio.errors import GenerationFailedError, InvalidParamsError, NoSpaceError, OutOfMemoryError, WanError
 from wanstudio.orchestrator._fsutil import atomic_write_json
 from wanstudio.orchestrator.manifest import Model, Variant
 from wanstudio.orchestrator.orchestrator import Orchestrator
@@ -163,7 +165,7 @@ class Engine:
         if tracker.stage != "decoding":  # a family whose last step did not report
             tracker.enter("decoding")
         tracker.enter("encoding")
-        write_mp4(frames, job.output, params.fps)
+        _write_output(frames, job)
         memory.stop()
         tracker.enter("done")
 
@@ -178,7 +180,8 @@ class Engine:
         )
         sidecar = job.output.with_suffix(".json")
         result = GenerationResult(job.output, sidecar, model.id, variant.name, params, placement, metrics, job.warnings)
-        atomic_write_json(sidecar, _sidecar_document(result))
+        with _writing(sidecar):
+            atomic_write_json(sidecar, _sidecar_document(result))
         return result
 
     def _run(self, job: PreparedJob, loaded: Any, on_step: Any) -> Any:
@@ -196,6 +199,27 @@ class Engine:
                     f"wan models check {job.model.id} --variant {job.variant.name} --deep   # rule out damaged files",
                 ],
             ) from exc
+
+
+def _write_output(frames: Any, job: PreparedJob) -> None:
+    with _writing(job.output):
+        write_mp4(frames, job.output, job.params.fps)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Report a failed write of an output file with its path: NO_SPACE for a full disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(
+                f"no space left to write {path}", suggestions=["free some space, or choose another folder with --output"]
+            ) from exc
+        raise GenerationFailedError(
+            f"could not write {path}: {exc.strerror or exc}",
+            suggestions=["check that the folder exists and is writable, or choose another with --output"],
+        ) from exc
 
 
 def _free_vram(device: str) -> int | None:
