@@ -22,7 +22,7 @@ from wanstudio.engine.family import GenerationParams, ModelFamily, ModelSpec, Pl
 from wanstudio.engine.memory import check_profile, detect_device, placement_for
 from wanstudio.engine.params import GenerationRequest, resolve_params
 from wanstudio.engine.progress import CancelToken, GenerationListener, ProgressTracker
-from wanstudio.engine.registry import family_for
+from wanstudio.engine.registry import family_for, spec_of
 from wanstudio.engine.video import write_mp4
 from wanstudio.errors import GenerationFailedError, InvalidParamsError, NoSpaceError, OutOfMemoryError, WanError
 from wanstudio.orchestrator._fsutil import atomic_write_json
@@ -119,7 +119,7 @@ class Engine:
         """Validate `request` against its model without loading anything (INVALID_PARAMS, MODEL_NOT_FOUND)."""
         model, variant = self.orchestrator.resolve(request.model, request.variant)
         family = family_for(model)
-        spec = family.spec(model)
+        spec = spec_of(family, model)
         params, warnings = resolve_params(spec, request, model_id=model.id, variant=variant.name)
         check_profile(request.memory_profile)
         output = _output_path(request.output, model, params.seed)
@@ -147,7 +147,7 @@ class Engine:
             _free_vram(self.device),
         )
         key = (model.id, variant.name, str(folder), placement)
-        entry, cached = self.cache.get_or_load(key, lambda: job.family.load(folder, model, variant, placement))
+        entry, cached = self.cache.get_or_load(key, lambda: self._load(job, folder, placement))
         cancel.raise_if_cancelled(model.id)
 
         memory = PeakMemory(placement.device)
@@ -184,21 +184,40 @@ class Engine:
             atomic_write_json(sidecar, _sidecar_document(result))
         return result
 
+    def _load(self, job: PreparedJob, folder: Path, placement: Placement) -> Any:
+        with _plugin_errors(job, "loading"):
+            return job.family.load(folder, job.model, job.variant, placement)
+
     def _run(self, job: PreparedJob, loaded: Any, on_step: Any) -> Any:
-        try:
-            return job.family.run(loaded, job.params, on_step)
-        except WanError:
-            raise
-        except Exception as exc:
-            if _is_out_of_memory(exc):
-                raise _out_of_memory(job) from exc
+        with _plugin_errors(job, "generating"):
+            frames = job.family.run(loaded, job.params, on_step)
+        shape = getattr(frames, "shape", None)
+        if shape is None or len(shape) != 4 or shape[-1] != 3 or shape[0] < 1 or shape[1] % 2 or shape[2] % 2:
             raise GenerationFailedError(
-                f"{job.model.id} [{job.variant.name}] failed while generating: {type(exc).__name__}: {str(exc)[:500]}",
-                suggestions=[
-                    "run again with -v to see the full log",
-                    f"wan models check {job.model.id} --variant {job.variant.name} --deep   # rule out damaged files",
-                ],
-            ) from exc
+                f"the {job.model.family!r} family returned frames of shape {shape} for {job.model.id}; "
+                "expected (frames, height, width, 3) with even height and width",
+                suggestions=["report this to the maintainers of the family plugin"],
+            )
+        return frames
+
+
+@contextmanager
+def _plugin_errors(job: PreparedJob, activity: str) -> Iterator[None]:
+    """Whatever a family raises while loading or running becomes one of our codes, naming the model."""
+    try:
+        yield
+    except WanError:
+        raise
+    except Exception as exc:
+        if _is_out_of_memory(exc):
+            raise _out_of_memory(job) from exc
+        raise GenerationFailedError(
+            f"{job.model.id} [{job.variant.name}] failed while {activity}: {type(exc).__name__}: {str(exc)[:500]}",
+            suggestions=[
+                "run again with -v to see the full log",
+                f"wan models check {job.model.id} --variant {job.variant.name} --deep   # rule out damaged files",
+            ],
+        ) from exc
 
 
 def _write_output(frames: Any, job: PreparedJob) -> None:

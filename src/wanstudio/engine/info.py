@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from wanstudio.engine.family import IMAGE_NONE, IMAGE_REQUIRED, ModelSpec
 from wanstudio.engine.memory import DTYPE_BYTES, PROFILES, choose_profile, estimate_vram_bytes, vram_table
-from wanstudio.engine.registry import family_for
+from wanstudio.engine.registry import family_for, spec_of
 from wanstudio.errors import InvalidParamsError, ModelNotFoundError, WanError
 from wanstudio.orchestrator.manifest import Model
 from wanstudio.orchestrator.orchestrator import Orchestrator
@@ -62,7 +62,7 @@ def model_info(orchestrator: Orchestrator, model: Model, *, with_status: bool = 
         ],
     }
     try:
-        info["engine"] = spec_json(family_for(model).spec(model))
+        info["engine"] = spec_json(spec_of(family_for(model), model))
     except WanError as error:  # a model whose family is not installed is still listed, with the reason
         info["engine"] = {"error": error.to_dict()}
     return info
@@ -97,7 +97,7 @@ def recommend(
     candidates = []
     for model in orchestrator.manifest.models.values():
         try:
-            spec = family_for(model).spec(model)
+            spec = spec_of(family_for(model), model)
         except WanError:
             continue
         if (wants_image and spec.image == IMAGE_NONE) or (not wants_image and spec.image == IMAGE_REQUIRED):

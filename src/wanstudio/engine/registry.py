@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from wanstudio.engine.family import ModelFamily
-from wanstudio.errors import GenerationFailedError, ModelNotFoundError
+from wanstudio.engine.family import ModelFamily, ModelSpec
+from wanstudio.errors import GenerationFailedError, ModelNotFoundError, WanError
 from wanstudio.orchestrator.manifest import Model
 
 ENTRY_POINT_GROUP = "wanstudio.families"
 
 log = logging.getLogger("wanstudio.engine")
 
-# Entry points that failed to load, by name, with the reason: reported when their family is asked for.
+# Entry points that failed to load, by entry point name (by convention the family's name: a plugin that
+# did not load cannot tell its family), with the reason; reported when that family is asked for.
 _BROKEN: dict[str, str] = {}
 
 
@@ -28,6 +29,7 @@ def load_families() -> dict[str, ModelFamily]:
     broken package does not take the others down; asking for its family then names the failure."""
     from importlib.metadata import entry_points
 
+    _BROKEN.clear()
     families: dict[str, ModelFamily] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -41,7 +43,10 @@ def load_families() -> dict[str, ModelFamily]:
             log.warning("model family plugin %s (%s) lacks spec/load/run; ignored", entry.name, entry.value)
             _BROKEN[entry.name] = f"{entry.value} does not implement spec, load and run"
             continue
-        families.setdefault(family.name, family)
+        if family.name in families:
+            log.warning("two plugins claim model family %r; keeping the first, ignoring %s", family.name, entry.value)
+            continue
+        families[family.name] = family
     return families
 
 
@@ -65,3 +70,16 @@ def family_for(model: Model) -> ModelFamily:
             "see docs/adding-a-model-family.md",
         ],
     )
+
+
+def spec_of(family: ModelFamily, model: Model) -> ModelSpec:
+    """The family's spec for `model`; a plugin's own failure becomes GENERATION_FAILED naming the plugin."""
+    try:
+        return family.spec(model)
+    except WanError:
+        raise
+    except Exception as exc:
+        raise GenerationFailedError(
+            f"the {model.family!r} family plugin failed to describe {model.id}: {type(exc).__name__}: {exc}",
+            suggestions=["update or reinstall the package that provides this family", "run with -v to see the plugin's log"],
+        ) from exc
