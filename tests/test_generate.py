@@ -76,6 +76,7 @@ def test_a_fixed_seed_gives_the_same_video_and_another_seed_a_different_one(engi
 
     first, again, other = run(7, "a.mp4"), run(7, "b.mp4"), run(8, "c.mp4")
     assert np.array_equal(first, again)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
     assert not np.array_equal(first, other)
     fresh = Engine(Settings.from_env())  # a cold engine, the same seed: still the same video
     fresh.generate(GenerationRequest(model="t2v-A14B", variant="dev", prompt="a fox", seed=7, output=tmp_path / "d.mp4", **SMALL))
