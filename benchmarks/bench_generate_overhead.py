@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import wanstudio
+from _report import markers, write_section
 from wanstudio import Settings
 from wanstudio.engine import Engine, GenerationParams, GenerationRequest
 from wanstudio.engine.registry import family_for
@@ -38,7 +39,7 @@ PROMPT = "a red fox runs through fresh snow, morning light"
 SEED = 42
 LARGE = (256, 128, 17, 8)  # width, height, frames, steps: valid for every model (multiples of 32)
 SECTION = "generate-overhead"
-BEGIN, END = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
+BEGIN, END = markers(SECTION)
 GOAL_OVERHEAD_PCT = 5.0  # ours at most this much slower than the direct pipeline + MP4
 GOAL_WARM_SPEEDUP = 3.0  # a warm job at least this much faster than a cold one
 
@@ -385,18 +386,6 @@ def _met(value: float, goal: str) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def write_section(document: Path, section: str) -> None:
-    """Replace the section between its markers in `document`, or append it (creating the file)."""
-    text = document.read_text(encoding="utf-8") if document.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text += ("\n" if text and not text.endswith("\n\n") else "") + section
-    document.parent.mkdir(parents=True, exist_ok=True)
-    document.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: faster, noisier")
@@ -416,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         section = render(machine_description(), cases, cold_warm, reps)
     print(section, end="")
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import wanstudio
+from _report import markers, write_section
 from wanstudio import Orchestrator, Settings
 
 MODELS = ("ti2v-5B@2.2.0", "t2v-A14B@2.2.0", "i2v-A14B@2.2.0")
@@ -46,7 +47,7 @@ VARIANT = "dev"
 CLI_MODEL = "ti2v-5B@2.2.0"  # the model of the headline ratio and of the process timings
 HF_ORG = "wanstudio-bench"
 SECTION = "warm-ensure"
-BEGIN, END = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
+BEGIN, END = markers(SECTION)
 
 # The issue's per-call goal, and PERFORMANCE.md's target for a whole warm `wan models ensure` process.
 GOAL_SPEEDUP = 5.0
@@ -520,18 +521,6 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def write_section(document: Path, section: str) -> None:
-    """Replace the section between its markers in `document`, or append it (creating the file)."""
-    text = document.read_text(encoding="utf-8") if document.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text += ("\n" if text and not text.endswith("\n\n") else "") + section
-    document.parent.mkdir(parents=True, exist_ok=True)
-    document.write_text(text, encoding="utf-8")
-
-
 # -- main --------------------------------------------------------------------------------------------------
 
 
@@ -564,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         section = render(machine_description(work), timings, processes, reps)
     print(section, end="")
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,37 +42,29 @@ NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 
-_A14B_SIZES = ((1280, 720), (720, 1280), (832, 480), (480, 832))
-_A14B_LIMITS = Limits(size_multiple=16, min_side=16, max_side=1280, max_pixels=1280 * 720, min_frames=5, max_frames=81)
-_UMT5_XXL_AND_VAE = 5_700_000_000 + 130_000_000  # the text encoder and the Wan 2.1 VAE
+# The two A14B models share their architecture: two 14B experts, the umT5-XXL text encoder, the Wan 2.1 VAE.
+_T2V_A14B = ModelSpec(
+    task="t2v",
+    image=IMAGE_NONE,
+    defaults=Defaults(1280, 720, 81, 16, 40, guidance_scale=4.0, guidance_scale_2=3.0, flow_shift=12.0,
+                      negative_prompt=NEGATIVE_PROMPT),
+    limits=Limits(size_multiple=16, min_side=16, max_side=1280, max_pixels=1280 * 720, min_frames=5, max_frames=81),
+    trained_sizes=((1280, 720), (720, 1280), (832, 480), (480, 832)),
+    parameters=2 * 14_000_000_000,
+    other_parameters=5_700_000_000 + 130_000_000,
+    experts=2,
+    hidden_size=5120,
+    tokens_per_latent=(16, 16),
+    description="Highest quality text-to-video: two 14B experts (high noise, then low noise), 480p or 720p at 16 fps.",
+)
 
 SPECS: dict[str, ModelSpec] = {
-    "t2v-A14B": ModelSpec(
-        task="t2v",
-        image=IMAGE_NONE,
-        defaults=Defaults(1280, 720, 81, 16, 40, guidance_scale=4.0, guidance_scale_2=3.0, flow_shift=12.0,
-                          negative_prompt=NEGATIVE_PROMPT),
-        limits=_A14B_LIMITS,
-        trained_sizes=_A14B_SIZES,
-        parameters=2 * 14_000_000_000,
-        other_parameters=_UMT5_XXL_AND_VAE,
-        experts=2,
-        hidden_size=5120,
-        tokens_per_latent=(16, 16),
-        description="Highest quality text-to-video: two 14B experts (high noise, then low noise), 480p or 720p at 16 fps.",
-    ),
-    "i2v-A14B": ModelSpec(
+    "t2v-A14B": _T2V_A14B,
+    "i2v-A14B": replace(
+        _T2V_A14B,
         task="i2v",
         image=IMAGE_REQUIRED,
-        defaults=Defaults(1280, 720, 81, 16, 40, guidance_scale=3.5, guidance_scale_2=3.5, flow_shift=5.0,
-                          negative_prompt=NEGATIVE_PROMPT),
-        limits=_A14B_LIMITS,
-        trained_sizes=_A14B_SIZES,
-        parameters=2 * 14_000_000_000,
-        other_parameters=_UMT5_XXL_AND_VAE,
-        experts=2,
-        hidden_size=5120,
-        tokens_per_latent=(16, 16),
+        defaults=replace(_T2V_A14B.defaults, guidance_scale=3.5, guidance_scale_2=3.5, flow_shift=5.0),
         description="Animates an input image with a text prompt: two 14B experts, 480p or 720p at 16 fps.",
     ),
     "ti2v-5B": ModelSpec(
