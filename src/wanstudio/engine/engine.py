@@ -182,6 +182,8 @@ class Engine:
         result = GenerationResult(job.output, sidecar, model.id, variant.name, params, placement, metrics, job.warnings)
         with _writing(sidecar):
             atomic_write_json(sidecar, _sidecar_document(result))
+        log.info("%s [%s] wrote %s in %.1f s (seed %d, %s on %s)", model.id, variant.name, job.output,
+                 metrics.elapsed_seconds, params.seed, placement.memory_profile, placement.device)
         return result
 
     def _load(self, job: PreparedJob, folder: Path, placement: Placement) -> Any:

@@ -10,8 +10,7 @@ expert (``transformer``) and ``guidance_scale_2`` the low-noise one (``transform
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from wanstudio.orchestrator.manifest import Model, Variant
-
-log = logging.getLogger("wanstudio.engine.wan")
 
 # The official negative prompt (Wan2.2 shared_config.sample_neg_prompt): the artefacts to steer away from.
 NEGATIVE_PROMPT = (
@@ -90,7 +87,6 @@ class LoadedWan:
     pipeline: Any
     placement: Placement
     image_pipeline: Any = None
-    scheduler_configs: dict[float, Any] = field(default_factory=dict)
 
 
 class WanFamily:
