@@ -55,6 +55,10 @@ class PipelineCache:
             self._entries.clear()
         _release_memory()
 
+    def __contains__(self, key: Hashable) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.value is not None
+
     def __len__(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.value is not None)
 

@@ -108,6 +108,7 @@ class Engine:
         self.orchestrator = orchestrator or Orchestrator(self.settings)
         self.cache = PipelineCache(self.settings.pipeline_cache_size)
         self._device: str | None = None
+        self._auto_placements: dict[tuple[str, str, str], Placement] = {}
 
     @property
     def device(self) -> str:
@@ -142,10 +143,7 @@ class Engine:
         cancel.raise_if_cancelled(model.id)
 
         tracker.enter("loading")
-        placement = placement_for(
-            job.spec, variant.dtype, self.device, job.memory_profile, params.width, params.height, params.num_frames,
-            _free_vram(self.device),
-        )
+        placement = self._placement(job, folder)
         key = (model.id, variant.name, str(folder), placement)
         entry, cached = self.cache.get_or_load(key, lambda: self._load(job, folder, placement))
         cancel.raise_if_cancelled(model.id)
@@ -185,6 +183,24 @@ class Engine:
         log.info("%s [%s] wrote %s in %.1f s (seed %d, %s on %s)", model.id, variant.name, job.output,
                  metrics.elapsed_seconds, params.seed, placement.memory_profile, placement.device)
         return result
+
+    def _placement(self, job: PreparedJob, folder: Path) -> Placement:
+        """The requested profile, or the one already loaded for this variant, or the fastest that fits.
+
+        Once a model is resident its own weights fill the GPU, so choosing again from the free VRAM would
+        pick a leaner profile and load a second copy: an automatic choice sticks while it stays cached.
+        """
+        params, variant = job.params, job.variant
+        loaded = self._auto_placements.get((job.model.id, variant.name, str(folder)))
+        if job.memory_profile is None and loaded is not None and (job.model.id, variant.name, str(folder), loaded) in self.cache:
+            return loaded
+        placement = placement_for(
+            job.spec, variant.dtype, self.device, job.memory_profile, params.width, params.height, params.num_frames,
+            _free_vram(self.device),
+        )
+        if job.memory_profile is None:
+            self._auto_placements[(job.model.id, variant.name, str(folder))] = placement
+        return placement
 
     def _load(self, job: PreparedJob, folder: Path, placement: Placement) -> Any:
         with _plugin_errors(job, "loading"):
