@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
+
+import wanstudio
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -21,3 +25,24 @@ def write_section(document: Path, name: str, section: str) -> None:
         text += ("\n" if text and not text.endswith("\n\n") else "") + section
     document.parent.mkdir(parents=True, exist_ok=True)
     document.write_text(text, encoding="utf-8")
+
+
+def machine_basics() -> str:
+    """CPU model, cores (and how many this process may use), RAM, OS, Python and wanstudio versions."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = _proc_field("/proc/cpuinfo", r"^model name\s*:\s*(.+)$") or platform.processor() or "unknown CPU"
+    ram_kb = _proc_field("/proc/meminfo", r"^MemTotal:\s*(\d+) kB")
+    ram = f"{int(ram_kb) / 2**20:.1f} GiB" if ram_kb else "unknown"
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({usable} usable), {ram} RAM; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; wanstudio {wanstudio.__version__}"
+    )
+
+
+def _proc_field(path: str, pattern: str) -> str | None:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    found = re.search(pattern, text, re.MULTILINE)
+    return found.group(1).strip() if found else None

@@ -14,8 +14,6 @@ import argparse
 import gc
 import json
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import wanstudio
-from _report import markers, write_section
+from _report import machine_basics, markers, write_section
 from wanstudio import Settings
 from wanstudio.engine import Engine, GenerationParams, GenerationRequest
 from wanstudio.engine.registry import family_for
@@ -250,19 +248,9 @@ def machine_description() -> str:
     import torch
     import transformers
 
-    def proc(path: str, pattern: str) -> str | None:
-        found = re.search(pattern, Path(path).read_text() if Path(path).exists() else "", re.MULTILINE)
-        return found.group(1).strip() if found else None
-
-    cpu = proc("/proc/cpuinfo", r"^model name\s*:\s*(.+)$")
-    ram_kb = proc("/proc/meminfo", r"^MemTotal:\s*(\d+) kB")
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
-        f"{cpu or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores ({usable} usable, torch "
-        f"uses {torch.get_num_threads()} threads), {int(ram_kb or 0) / 2**20:.1f} GiB RAM; "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; torch "
-        f"{torch.__version__}; diffusers {diffusers.__version__}; transformers {transformers.__version__}; "
-        f"PyAV {av.__version__}; wanstudio {wanstudio.__version__}"
+        f"{machine_basics()}; torch {torch.__version__} ({torch.get_num_threads()} threads); diffusers "
+        f"{diffusers.__version__}; transformers {transformers.__version__}; PyAV {av.__version__}"
     )
 
 

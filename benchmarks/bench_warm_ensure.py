@@ -26,9 +26,7 @@ import cProfile
 import hashlib
 import io
 import os
-import platform
 import pstats
-import re
 import statistics
 import subprocess
 import sys
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import wanstudio
-from _report import markers, write_section
+from _report import machine_basics, markers, write_section
 from wanstudio import Orchestrator, Settings
 
 MODELS = ("ti2v-5B@2.2.0", "t2v-A14B@2.2.0", "i2v-A14B@2.2.0")
@@ -359,23 +357,7 @@ def machine_description(work: Path) -> str:
     """CPU, cores, memory, kernel, versions and the filesystem of the stores: what the numbers depend on."""
     import huggingface_hub
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{_cpu_model()}, {os.cpu_count()} cores ({usable} usable), {_ram_gib()} RAM; "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
-        f"huggingface_hub {huggingface_hub.__version__}; wanstudio {wanstudio.__version__}; "
-        f"stores on {_filesystem_of(work)}"
-    )
-
-
-def _cpu_model() -> str:
-    match = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.MULTILINE)
-    return match.group(1).strip() if match else platform.processor() or "unknown CPU"
-
-
-def _ram_gib() -> str:
-    match = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.MULTILINE)
-    return f"{int(match.group(1)) / 2**20:.1f} GiB" if match else "unknown"
+    return f"{machine_basics()}; huggingface_hub {huggingface_hub.__version__}; stores on {_filesystem_of(work)}"
 
 
 def _filesystem_of(path: Path) -> str:

@@ -50,11 +50,6 @@ class PipelineCache:
                 return entry, False
         return entry, True
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-        _release_memory()
-
     def __contains__(self, key: Hashable) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.value is not None

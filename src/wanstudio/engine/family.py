@@ -8,7 +8,7 @@ choosing the device, caching what ``load`` returns, progress, cancellation and w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
@@ -70,7 +70,6 @@ class ModelSpec:
     hidden_size: int = 0  # width of the denoiser's transformer blocks, for activation estimates
     tokens_per_latent: tuple[int, int] = (16, 16)  # pixels per token (height, width)
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def defaults_for(self, variant: str) -> Defaults:
         """The defaults for one variant: the tiny ``dev`` variants default to a small, short, quick video

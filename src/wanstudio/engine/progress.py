@@ -14,8 +14,9 @@ from typing import Callable
 from wanstudio.errors import JobCancelledError
 from wanstudio.orchestrator.orchestrator import DownloadProgress
 
-STAGES = ("ensuring", "loading", "denoising", "decoding", "encoding", "done")
+# The stages in order, with the percent each starts at (denoising then counts steps up to 95).
 _STAGE_PERCENT = {"ensuring": 0.0, "loading": 0.0, "denoising": 0.0, "decoding": 95.0, "encoding": 97.0, "done": 100.0}
+STAGES = tuple(_STAGE_PERCENT)
 _DENOISING_SHARE = 95.0
 
 
