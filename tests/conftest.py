@@ -14,13 +14,32 @@ import pytest
 from wanstudio.config import ENVIRONMENT_VARIABLES as WAN_VARIABLES
 
 
+UNREACHABLE_ENDPOINT = "http://127.0.0.1:9"
+"""The discard port on loopback: nothing listens, so a test that falls through to the Hub fails at once."""
+
+_MACHINE_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION", "AWS_REGION", "PYTHON_KEYRING_BACKEND",
+)
+
+
 @pytest.fixture(autouse=True)
 def models_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty store for each test, and no WAN_* setting leaking in from the machine."""
-    for name in WAN_VARIABLES:
+    """A fresh, empty store for each test; no setting, credential or cache of the machine leaks in.
+
+    The Hub source points at a closed loopback port and an empty cache, and the keyring has no backend,
+    so no test can reach the network or a real token by falling through the source list.
+    """
+    for name in (*WAN_VARIABLES, *_MACHINE_CREDENTIALS):
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "models"
     monkeypatch.setenv("MODELS_ROOT", str(root))
+    monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_ENDPOINT)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup off the machine
     return root
 
 
@@ -73,10 +92,12 @@ def write_model(
     components: dict[str, str] | None = None,
     optional_components: tuple[str, ...] = (),
     listed: dict[str, dict[str, Any]] | None = None,
+    hf: dict[str, str] | None = None,
 ) -> None:
     """Put `files` into a local mirror and append a model listing them (sizes and digests) to `manifest`.
 
-    `listed` overrides the manifest entry of a file (e.g. a wrong sha256) without changing the mirror.
+    `listed` overrides the manifest entry of a file (e.g. a wrong sha256) without changing the mirror;
+    `hf` gives the model a Hub repository (`{"repo": ..., "revision": ...}`).
     """
     folder = mirror / family / model_id / variant
     entries = []
@@ -93,6 +114,8 @@ def write_model(
     text = "" if manifest.exists() else "schema_version = 1\n"
     text += f'\n[models."{model_id}"]\nfamily = "{family}"\ntask = "t2v"\ndefault_variant = "{variant}"\n'
     text += f"optional_components = {json.dumps(list(optional_components))}\n"
+    if hf:
+        text += f'\n[models."{model_id}".hf]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in hf.items())
     text += f'\n[models."{model_id}".variants.{variant}]\nfiles = [\n'
     for entry in entries:
         text += "  { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items()) + " },\n"

@@ -155,7 +155,7 @@ def test_checksum_failure_on_every_source_lists_the_attempts(mirror: Path, manif
 
 def test_wrong_size_is_a_checksum_failure(mirror: Path, manifest_path: Path) -> None:
     write_model(mirror, manifest_path, {"a.bin": b"12345"}, listed={"a.bin": {"size": 4}})
-    with pytest.raises(ChecksumFailError, match="larger than the 4 bytes"):
+    with pytest.raises(ChecksumFailError, match="is 5 bytes at the source, where 4 are expected"):
         wanstudio.ensure("toy")
 
 
@@ -170,9 +170,16 @@ def test_file_on_no_source_is_source_unavailable(mirror: Path, manifest_path: Pa
     assert wanstudio.status("toy").missing_files == ("b.bin",)
 
 
-def test_hub_listed_variant_needs_a_hub_source(models_root: Path) -> None:
-    with pytest.raises(SourceUnavailableError, match="Hugging Face Hub"):
+def test_hub_listed_variant_needs_a_hub_source(models_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAN_SOURCES", "local,s3")
+    with pytest.raises(SourceUnavailableError, match="WAN_SOURCES does not include hf") as caught:
         wanstudio.ensure("ti2v-5B")  # the default variant, bf16, takes its files from the Hub
+    assert any("wan models lock" in s for s in caught.value.suggestions)
+
+
+def test_hub_listed_variant_with_an_unreachable_hub_names_the_endpoint(models_root: Path) -> None:
+    with pytest.raises(SourceUnavailableError, match="cannot reach the Hub at http://127.0.0.1:9"):
+        wanstudio.ensure("ti2v-5B")
 
 
 def test_preflight_refuses_a_download_larger_than_the_free_space(mirror: Path, manifest_path: Path, models_root: Path) -> None:

@@ -20,6 +20,10 @@ DEFAULT_SOURCES = ("local", "s3", "hf")
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 8
 DEFAULT_LOCK_TIMEOUT_SECONDS = 3600.0
 DEFAULT_PIPELINE_CACHE_SIZE = 1
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_DOWNLOAD_PART_SIZE = 256 * 2**20
+DEFAULT_DOWNLOAD_STALL_TIMEOUT_SECONDS = 30.0
+DEFAULT_DOWNLOAD_RETRIES = 5
 
 
 ENVIRONMENT_VARIABLES = (
@@ -37,6 +41,14 @@ ENVIRONMENT_VARIABLES = (
     "WAN_REQUIRE_SIGNED_MANIFEST",
     "WAN_DEVICE",
     "WAN_PIPELINE_CACHE_SIZE",
+    "WAN_DOWNLOAD_PART_SIZE",
+    "WAN_DOWNLOAD_STALL_TIMEOUT",
+    "WAN_DOWNLOAD_RETRIES",
+    "WAN_S3_SSE_CUSTOMER_KEY",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HF_HUB_CACHE",
+    "HF_HOME",
 )
 
 
@@ -63,6 +75,13 @@ class Settings:
     require_signed_manifest: bool = False
     device: str = "auto"
     pipeline_cache_size: int = DEFAULT_PIPELINE_CACHE_SIZE
+    download_part_size: int = DEFAULT_DOWNLOAD_PART_SIZE
+    download_stall_timeout: float = DEFAULT_DOWNLOAD_STALL_TIMEOUT_SECONDS
+    download_retries: int = DEFAULT_DOWNLOAD_RETRIES
+    s3_sse_customer_key: str | None = field(default=None, repr=False)
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
+    hf_token: str | None = field(default=None, repr=False)
+    hf_cache_dir: Path = field(default_factory=lambda: Path("~/.cache/huggingface/hub").expanduser())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -107,6 +126,13 @@ class Settings:
             require_signed_manifest=values["WAN_REQUIRE_SIGNED_MANIFEST"] in ("1", "true", "yes"),
             device=convert("WAN_DEVICE", _device, "auto"),
             pipeline_cache_size=convert("WAN_PIPELINE_CACHE_SIZE", _non_negative_int, DEFAULT_PIPELINE_CACHE_SIZE),
+            download_part_size=convert("WAN_DOWNLOAD_PART_SIZE", _part_size, DEFAULT_DOWNLOAD_PART_SIZE),
+            download_stall_timeout=convert("WAN_DOWNLOAD_STALL_TIMEOUT", parse_duration, DEFAULT_DOWNLOAD_STALL_TIMEOUT_SECONDS),
+            download_retries=convert("WAN_DOWNLOAD_RETRIES", _non_negative_int, DEFAULT_DOWNLOAD_RETRIES),
+            s3_sse_customer_key=values["WAN_S3_SSE_CUSTOMER_KEY"] or None,
+            hf_endpoint=(values["HF_ENDPOINT"] or DEFAULT_HF_ENDPOINT).rstrip("/"),
+            hf_token=values["HF_TOKEN"] or None,
+            hf_cache_dir=path("HF_HUB_CACHE") or (path("HF_HOME") or Path("~/.cache/huggingface").expanduser()) / "hub",
         )
 
     def require_models_root(self) -> Path:
@@ -127,6 +153,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise ValueError("must be 1 or more")
     return value
+
+
+def _part_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 2**20:
+        raise ValueError("must be at least 1M")
+    return value - value % 2**20  # whole MiB keep every part boundary aligned for direct I/O
 
 
 def _non_negative_int(text: str) -> int:

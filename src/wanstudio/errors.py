@@ -30,10 +30,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Iterable
 
+from wanstudio._secrets import display_url, mask
+
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try of one source for one file, as reported in errors (URLs never carry secrets)."""
+    """One try of one source for one file, as reported in errors (URLs and messages are masked of secrets)."""
 
     source: str
     file: str
@@ -41,6 +43,11 @@ class Attempt:
     message: str
     url: str | None = None
     http_status: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", mask(self.message))
+        if self.url is not None:
+            object.__setattr__(self, "url", display_url(self.url))
 
     def to_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -61,9 +68,10 @@ class WanError(Exception):
         attempts: Iterable[Attempt] = (),
         param: str | None = None,
     ) -> None:
+        message = mask(message)  # a library's exception text may carry a URL with a signature in it
         super().__init__(message)
         self.message = message
-        self.suggestions = list(suggestions)
+        self.suggestions = [mask(s) for s in suggestions]
         self.attempts = list(attempts)
         self.param = param
 

@@ -2,7 +2,7 @@
 
     {root}/{family}/{model_id}/{variant}/...      committed variants: what diffusers loads
     {root}/.wan/blobs/sha256/{ab}/{digest}        content-addressed files, each stored once
-    {root}/.wan/partial/{digest}.part             in-flight downloads (kept for resume)
+    {root}/.wan/partial/{key}.part[.journal]      in-flight downloads and their progress (kept for resume)
     {root}/.wan/tmp/                              staging folders and trash, never read by users
     {root}/.wan/locks/...                         cross-process locks (one per variant, one per blob)
     {root}/.wan/state/{family}/{model_id}/{variant}.json   what was committed, from where, when
@@ -46,8 +46,9 @@ class StoreLayout:
     def blob(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256
 
-    def partial_file(self, sha256: str) -> Path:
-        return self.partial / f"{sha256}.part"
+    def partial_file(self, key: str) -> Path:
+        """Where a download in progress lives; `key` is the file's sha256 or, before that is known, its Hub digest."""
+        return self.partial / f"{key}.part"
 
     def state_file(self, family: str, model_id: str, variant: str) -> Path:
         return self.meta / "state" / family / model_id / f"{variant}.json"
@@ -58,5 +59,5 @@ class StoreLayout:
     def variant_lock(self, family: str, model_id: str, variant: str) -> Path:
         return self.locks / "variants" / family / model_id / f"{variant}.lock"
 
-    def blob_lock(self, sha256: str) -> Path:
-        return self.locks / "blobs" / f"{sha256}.lock"
+    def blob_lock(self, key: str) -> Path:
+        return self.locks / "blobs" / f"{key}.lock"

@@ -46,10 +46,19 @@ class ManifestFile:
     sha256: str | None = None
     component: str | None = None
     optional: bool = False
+    git_blob_id: str | None = None
+    """The Hub's git blob id: the digest of a small file listed by the Hub, which gives no sha256 for it."""
 
     @property
     def is_shard_index(self) -> bool:
         return self.path.endswith(SHARD_INDEX_SUFFIX)
+
+    @property
+    def key(self) -> str:
+        """A name for the file's content before its sha256 is known: partial downloads and locks use it."""
+        if self.sha256:
+            return self.sha256
+        return f"git-{self.git_blob_id}" if self.git_blob_id else f"size-{self.size}-{_path_key(self.path)}"
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,12 @@ class Manifest:
             suggestions=["run `wan models list` to see every model and its variants"]
             + _close_matches(model_id, list(self.models) + list(self._by_name)),
         )
+
+
+def _path_key(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
 def _close_matches(word: str, choices: list[str]) -> list[str]:

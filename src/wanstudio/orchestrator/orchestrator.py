@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -35,9 +35,10 @@ from wanstudio._units import format_bytes
 from wanstudio.orchestrator._locks import hold_lock
 from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_manifest
 from wanstudio.orchestrator.sources import FileRequest, Source, build_sources
+from wanstudio.orchestrator.sources.hf import HubSource
 from wanstudio.orchestrator.status import VariantStatus, expected_files, variant_status, wanted_files
 from wanstudio.orchestrator.store import USE_RECORD_INTERVAL, Store, VariantRecord, committed_files, sha256_of
-from wanstudio.orchestrator.transfer import VerifyingWriter, copy_local_file
+from wanstudio.orchestrator.transfer import Expected, TransferEngine
 
 log = logging.getLogger("wanstudio.orchestrator")
 
@@ -110,6 +111,8 @@ class Orchestrator:
         self._manifest = manifest
         self._sources = sources
         self._store: Store | None = None
+        self._transfer: TransferEngine | None = None
+        self._transfer_lock = threading.Lock()
         self._warm_results: dict[tuple[str, str, frozenset[str]], _WarmEntry] = {}
 
     @property
@@ -133,6 +136,31 @@ class Orchestrator:
         if self._sources is None:
             self._sources = build_sources(self.settings)
         return self._sources
+
+    @property
+    def transfer(self) -> TransferEngine:
+        with self._transfer_lock:
+            if self._transfer is None:
+                self._transfer = TransferEngine(self.settings)
+            return self._transfer
+
+    def hub_source(self) -> HubSource | None:
+        return next((s for s in self.sources if isinstance(s, HubSource)), None)
+
+    def list_from_hub(self, model: Model, variant: Variant) -> Variant:
+        """A Hub-listed variant with the files the Hub lists now, or SOURCE_UNAVAILABLE saying how to get them."""
+        hub = self.hub_source()
+        if hub is None:
+            raise SourceUnavailableError(
+                f"variant {variant.name} of {model.id} takes its file list from the Hugging Face Hub, "
+                "and WAN_SOURCES does not include hf",
+                suggestions=[
+                    "add hf to WAN_SOURCES",
+                    "or record the list in the manifest once with `wan models lock` where the Hub is reachable",
+                    f"or use a variant whose files the manifest lists, e.g. --variant {_listed_variant(model)}",
+                ],
+            )
+        return hub.list_variant(model, variant)
 
     def resolve(self, model_id: str, variant: str | None = None) -> tuple[Model, Variant]:
         model = self.manifest.resolve(model_id)
@@ -179,12 +207,6 @@ class Orchestrator:
             if warm := self._warm(model, chosen, excluded):
                 self._warm_results[(model.id, chosen.name, excluded)] = _WarmEntry.capture(manifest, warm, store, model)
                 return warm
-        if not chosen.lists_files:
-            raise SourceUnavailableError(
-                f"variant {chosen.name} of {model.id} takes its file list from the Hugging Face Hub, "
-                "and no Hub source is available in this release",
-                suggestions=[f"use a variant whose files the manifest lists, e.g. --variant {_listed_variant(model)}"],
-            )
         with hold_lock(
             store.layout.variant_lock(model.family, model.id, chosen.name),
             timeout=self.settings.lock_timeout,
@@ -193,7 +215,8 @@ class Orchestrator:
             if not force and (warm := self._warm(model, chosen, excluded)):
                 return EnsureResult(id=warm.id, variant=warm.variant, path=warm.path)  # another process did it
             store.sweep_tmp()
-            return _EnsureRun(self, model, chosen, excluded, force, progress).run()
+            listed = chosen if chosen.lists_files else self.list_from_hub(model, chosen)
+            return _EnsureRun(self, model, listed, excluded, force, progress).run()
 
     def get_wan_paths(self, model_id: str, variant: str | None = None) -> WanPaths:
         """Ensure the variant, then return its folder and the folder of each component."""
@@ -298,6 +321,7 @@ class _EnsureRun:
         self.settings = orchestrator.settings
         self.store = orchestrator.store
         self.sources = orchestrator.sources
+        self.transfer = orchestrator.transfer
         self.model, self.variant, self.excluded, self.force = model, variant, excluded, force
         self.progress = progress
         self.cancel = threading.Event()
@@ -308,13 +332,15 @@ class _EnsureRun:
         self.files_total = 0
         self.downloaded_from: dict[str, int] = {}
         self.bytes_downloaded = 0
+        self.digests: dict[str, str] = {}  # sha256 of fetched files whose manifest entry had none (Hub listings)
 
     def run(self) -> EnsureResult:
         candidates = [f for f in self.variant.files if f.component not in self.excluded]
         indexes = [f for f in candidates if f.is_shard_index]
         self._fetch_all(indexes)  # shard indexes first: they decide which shards are needed
-        needed = wanted_files(self.store, self.model, self.variant, self.excluded)
+        needed = wanted_files(self.store, self.model, self._with_digests(), self.excluded)
         self._fetch_all([f for f in needed if not f.is_shard_index])
+        needed = [replace(f, sha256=f.sha256 or self.digests.get(f.path)) for f in needed]
         present = [f for f in needed if f.sha256 and self.store.has_blob(f.sha256, f.size)]
         record = VariantRecord(
             model_id=self.model.id,
@@ -334,6 +360,11 @@ class _EnsureRun:
             bytes_downloaded=self.bytes_downloaded,
             sources=dict(self.downloaded_from),
         )
+
+    def _with_digests(self) -> Variant:
+        """The variant with the sha256 of each file fetched so far filled in (the Hub lists none for small files)."""
+        files = tuple(replace(f, sha256=f.sha256 or self.digests.get(f.path)) for f in self.variant.files)
+        return replace(self.variant, files=files)
 
     def _fetch_all(self, files: list[ManifestFile]) -> None:
         if self.force:
@@ -387,12 +418,11 @@ class _EnsureRun:
             )
 
     def _fetch_one(self, file: ManifestFile) -> None:
-        assert file.sha256 is not None
         request = FileRequest(self.model, self.variant, file)
         with hold_lock(
-            self.store.layout.blob_lock(file.sha256), timeout=self.settings.lock_timeout, what=f"file {request.label}"
+            self.store.layout.blob_lock(file.key), timeout=self.settings.lock_timeout, what=f"file {request.label}"
         ):
-            if self.store.has_blob(file.sha256, file.size):  # fetched meanwhile for another variant
+            if file.sha256 and self.store.has_blob(file.sha256, file.size):  # fetched meanwhile for another variant
                 self._advance(file.size, file_done=file.path)
                 return
             attempts: list[Attempt] = []
@@ -402,21 +432,25 @@ class _EnsureRun:
                     raise OperationInterruptedError(f"interrupted before fetching {request.label}")
                 try:
                     located = source.locate(request)
-                    writer = VerifyingWriter(
-                        self.store.layout.partial_file(file.sha256),
-                        expected_size=file.size,
-                        expected_sha256=file.sha256,
-                        label=f"{request.label} from source {source.name}",
+                    fetched = self.transfer.fetch(
+                        located,
+                        self.store.layout.partial_file(file.key),
+                        Expected(file.size, file.sha256, file.git_blob_id, request.label,
+                                 source.name, file.path),
+                        progress=self._on_bytes,
+                        cancelled=self.cancel.is_set,
                     )
-                    copy_local_file(located.path, writer, self._on_bytes, self.cancel.is_set)
-                except OperationInterruptedError:
-                    raise
+                except (OperationInterruptedError, NoSpaceError):
+                    raise  # not the source's fault: the next source would fail the same way
                 except WanError as error:
-                    attempts.append(Attempt(source.name, file.path, error.code, error.message))
+                    attempts += error.attempts or [Attempt(source.name, file.path, error.code, error.message)]
                     errors.append(error)
+                    level = logging.INFO if isinstance(error, SourceUnavailableError) else logging.WARNING
+                    log.log(level, "%s: source %s failed with %s: %s", request.label, source.name, error.code, error.message)
                     continue
-                self.store.add_blob(writer.part_path, file.sha256)
+                self.store.add_blob(fetched.path, fetched.sha256, read_only=not fetched.shared)
                 with self._progress_lock:
+                    self.digests[file.path] = fetched.sha256
                     self.downloaded_from[source.name] = self.downloaded_from.get(source.name, 0) + 1
                     self.bytes_downloaded += file.size
                 self._advance(0, file_done=file.path)
@@ -427,7 +461,11 @@ class _EnsureRun:
             telling = next((e for c in _FAILURE_PRIORITY for e in errors if isinstance(e, c)), None)
             cls = type(telling) if telling else SourceUnavailableError
             reason = f": {telling.message}" if telling else f" (sources tried: {', '.join(a.source for a in attempts)})"
-            raise cls(f"no source could provide {request.label}{reason}", attempts=attempts)
+            raise cls(
+                f"no source could provide {request.label}{reason}",
+                attempts=attempts,
+                suggestions=telling.suggestions if telling else (),
+            )
 
     def _on_bytes(self, count: int) -> None:
         self._advance(count)

@@ -144,4 +144,4 @@ def _size(path: Path) -> int | None:
 
 
 def _has_partials(store: Store, files: list[ManifestFile]) -> bool:
-    return any(f.sha256 and store.layout.partial_file(f.sha256).exists() for f in files)
+    return any(store.layout.partial_file(f.key).exists() for f in files)

@@ -102,11 +102,16 @@ class Store:
     def has_blob(self, sha256: str, size: int) -> bool:
         return self.blob_size(sha256) == size
 
-    def add_blob(self, verified_file: Path, sha256: str) -> Path:
-        """Move a verified file into the blob store (read-only: edits through a variant folder would corrupt it)."""
+    def add_blob(self, verified_file: Path, sha256: str, *, read_only: bool = True) -> Path:
+        """Move a verified file into the blob store.
+
+        Blobs are made read-only (an edit through a variant folder would corrupt every variant sharing it),
+        except a file linked in from another tool's cache, whose permissions are that tool's.
+        """
         target = self.layout.blob(sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(verified_file, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        if read_only:
+            os.chmod(verified_file, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         os.replace(verified_file, target)
         fsync_dir(target.parent)
         return target

@@ -8,7 +8,14 @@ source and the place it looked; the orchestrator records it as an attempt and tr
 
 from __future__ import annotations
 
-from wanstudio.orchestrator.sources.base import FileRequest, LocalObject, Located, Source, UnavailableSource
+from wanstudio.orchestrator.sources.base import (
+    FileRequest,
+    LocalObject,
+    Located,
+    RemoteObject,
+    Source,
+    UnavailableSource,
+)
 from wanstudio.orchestrator.sources.local import LocalMirrorSource, bundled_source
 from wanstudio.orchestrator.sources.registry import build_sources
 
@@ -17,6 +24,7 @@ __all__ = [
     "LocalMirrorSource",
     "LocalObject",
     "Located",
+    "RemoteObject",
     "Source",
     "UnavailableSource",
     "build_sources",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Mapping, Protocol, runtime_checkable
 
+from wanstudio._secrets import display_url
 from wanstudio.errors import SourceUnavailableError
 from wanstudio.orchestrator.manifest import ManifestFile, Model, Variant
 
@@ -25,12 +26,39 @@ class FileRequest:
 
 @dataclass(frozen=True)
 class LocalObject:
-    """A file on this machine that the transfer engine copies."""
+    """A file on this machine that the transfer engine copies (or, when `shared`, verifies and links).
+
+    `shared` marks a file another tool owns, such as a blob of the Hugging Face cache: it is verified in
+    place and hard-linked into the store, so the bytes exist once on disk.
+    """
 
     path: Path
+    shared: bool = False
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
 
 
-Located = LocalObject
+@dataclass(frozen=True)
+class RemoteObject:
+    """Bytes behind an HTTP(S) URL, with the headers a GET needs (credentials among them).
+
+    The URL may be presigned and the headers may hold tokens: neither is ever shown; `display` is the URL
+    without its query string, for messages and attempts.
+    """
+
+    url: str = field(repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    auth_suggestions: tuple[str, ...] = ()
+    """What to do when the server refuses the credentials (the source knows its own fix)."""
+
+    @property
+    def display(self) -> str:
+        return display_url(self.url)
+
+
+Located = LocalObject | RemoteObject
 
 
 @runtime_checkable
