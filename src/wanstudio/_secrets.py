@@ -26,6 +26,8 @@ _registered: re.Pattern[str] | None = None
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # The query string of any URL: presigned S3 URLs and CDN redirects carry signatures and credentials.
     (re.compile(r"((?:https?|s3)://[^\s?#\"'<>]+)\?[^\s#\"'<>]*"), r"\1?" + REDACTED),
+    # ... and of request lines as HTTP libraries log them ("GET /bucket/key?X-Amz-... HTTP/1.1").
+    (re.compile(r"\b((?:GET|HEAD|POST|PUT|DELETE|PATCH) /[^\s?#\"']*)\?[^\s#\"']*"), r"\1?" + REDACTED),
     # Authorization headers and their values as printed by HTTP libraries (Bearer, AWS4-HMAC-SHA256, Basic).
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*b?['\"]?)[^'\"\r\n]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[^\s'\",]+"), r"\1" + REDACTED),

@@ -1,8 +1,9 @@
-"""`wan models ...`: list, ensure, status and check the models of the manifest."""
+"""`wan models ...`: list, ensure, status, check and lock the models of the manifest."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
@@ -112,6 +113,28 @@ def ensure(
                 print(_describe_ensure(result))
         if as_json:
             emit_json(schema, {"results": [r.to_json() for r in results]})
+
+
+@models_app.command("lock")
+def lock(
+    model_ids: Optional[List[str]] = typer.Argument(None, help="Models to lock (default: every model with Hub-listed variants)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Where to write the locked manifest (default: WAN_MODELS_MANIFEST, in place)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Record the sizes and sha256 the Hub gives for Hub-listed variants, and their commit, in a manifest."""
+    schema = "wan.models.lock/1"
+    with reporting(schema, as_json):
+        from wanstudio.orchestrator.lock import lock_manifest
+
+        target, locked = lock_manifest(_orchestrator(), model_ids or [], output)
+        if as_json:
+            emit_json(schema, {"manifest": str(target), "locked": [item.to_json() for item in locked]})
+            return
+        for item in locked:
+            print(f"{item.id} [{item.variant}]: {item.files} files, {format_bytes(item.bytes)} at {item.repo}@{item.revision}")
+        print(f"wrote {target}")
 
 
 def _describe_ensure(result: EnsureResult) -> str:

@@ -487,10 +487,11 @@ def _combine_failures(model: Model, variant: Variant, failures: list[WanError]) 
     if len(failures) == 1:
         failure = failures[0]
     else:
-        cls = next((c for c in _FAILURE_PRIORITY if any(isinstance(e, c) for e in failures)), type(failures[0]))
-        failure = cls(
-            f"{len(failures)} files of {model.id} [{variant.name}] could not be fetched; first: {failures[0].message}",
+        telling = next((e for c in _FAILURE_PRIORITY for e in failures if isinstance(e, c)), failures[0])
+        failure = type(telling)(
+            f"{len(failures)} files of {model.id} [{variant.name}] could not be fetched; {telling.message}",
             attempts=[a for f in failures for a in f.attempts],
+            suggestions=telling.suggestions,
         )
     tried = sorted({a.source for a in failure.attempts})
     failure.suggestions = failure.suggestions or [

@@ -36,7 +36,7 @@ from wanstudio.errors import (
     WanError,
 )
 from wanstudio.orchestrator._hashing import OrderedHasher
-from wanstudio.orchestrator._partial import PartialDownload, RangeProgress
+from wanstudio.orchestrator._partial import ALIGNMENT, PartialDownload, RangeProgress
 from wanstudio.orchestrator.sources.base import LocalObject, Located, RemoteObject
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ log = logging.getLogger("wanstudio.transfer")
 
 MAX_CHUNK_BYTES = 4 * 2**20
 MIN_CHUNK_BYTES = 256 * 2**10
+READ_BYTES = 512 * 2**10
+"""Bytes asked of the connection at a time: what a stall can strand inside the HTTP library's buffer."""
 BUFFERS_PER_RANGE = 3
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
@@ -240,17 +242,21 @@ class _Job:
             if not engine._slots.acquire(blocking=False):
                 break
             helpers.append(engine._helpers.submit(self._drain, work, hasher, True))
+        own_error: BaseException | None = None
         try:
             with engine._slots:
                 self._drain(work, hasher, False)
-        except BaseException:
+        except BaseException as error:
+            own_error = error
             self.stop.set()
-            wait(helpers)
-            raise
         wait(helpers)
-        for future in helpers:
-            if (error := future.exception()) is not None and not isinstance(error, _Stopped):
-                raise error
+        errors = [own_error, *(future.exception() for future in helpers)]
+        # The range that failed first names the problem; the others only stopped because of it.
+        real = [error for error in errors if error is not None and not isinstance(error, _Stopped)]
+        if real:
+            raise real[0]
+        if own_error is not None:
+            raise own_error
 
     def _drain(self, work: "queue.SimpleQueue[int]", hasher: OrderedHasher, holds_slot: bool) -> None:
         try:
@@ -405,35 +411,47 @@ class _Job:
 
     def _receive(self, readinto: Callable[[memoryview], int | None], index: int, hasher: OrderedHasher,
                  transient: type[BaseException] | tuple[type[BaseException], ...]) -> None:
-        """Fill chunks from `readinto`, write each whole chunk and hash it, until the range is complete."""
+        """Fill chunks from `readinto`, write each and hash it, until the range is complete.
+
+        When the stream breaks mid-chunk, the aligned part of what arrived is still written, so a retry
+        asks for less than a block again.
+        """
         range_ = self.partial.ranges[index]
         while not range_.complete:
             self._check_running()
             buffer = self._buffers.get()
             want = min(self.chunk_bytes, range_.remaining)
             filled = 0
+            problem: _Retryable | ChecksumFailError | None = None
             try:
-                while filled < want and (count := readinto(buffer[filled:want])):
+                while filled < want and (count := readinto(buffer[filled:min(want, filled + READ_BYTES)])):
                     filled += count
             except transient as exc:
-                self._buffers.put(buffer)
                 reason = "stalled" if "timed out" in str(exc).lower() else f"connection lost ({type(exc).__name__})"
-                raise _Retryable(f"{reason} after {format_bytes(range_.done - range_.start)} of this range") from None
-            if filled < want:
+                problem = _Retryable(f"{reason} after {format_bytes(range_.done - range_.start + filled)} of this range")
+            if filled < want and problem is None:
+                problem = (self._checksum_fail("ended early: it is shorter than expected")
+                           if isinstance(self.located, LocalObject)
+                           else _Retryable(f"the body ended {range_.remaining - filled} bytes early"))
+            keep = filled if problem is None else filled - filled % ALIGNMENT
+            if keep:
+                self._write(index, buffer, keep, hasher)
+            else:
                 self._buffers.put(buffer)
-                if isinstance(self.located, LocalObject):
-                    raise self._checksum_fail("ended early: it is shorter than expected")
-                raise _Retryable(f"the body ended {range_.remaining - filled} bytes early")
-            offset = range_.done
-            chunk = buffer[:want]
-            try:
-                self.partial.write(index, chunk)
-            except BaseException:
-                self._buffers.put(buffer)
-                raise
-            hasher.chunk_written(offset, chunk, lambda b=buffer: self._buffers.put(b))
-            if self.progress:
-                self.progress(want)
+            if problem is not None:
+                raise problem
+
+    def _write(self, index: int, buffer: memoryview, length: int, hasher: OrderedHasher) -> None:
+        offset = self.partial.ranges[index].done
+        chunk = buffer[:length]
+        try:
+            self.partial.write(index, chunk)
+        except BaseException:
+            self._buffers.put(buffer)
+            raise
+        hasher.chunk_written(offset, chunk, lambda: self._buffers.put(buffer))
+        if self.progress:
+            self.progress(length)
 
     # -- errors -----------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from wanstudio._secrets import register_secret
@@ -180,11 +180,3 @@ def _keyring_token() -> str | None:
     except (KeyringError, RuntimeError, OSError) as exc:
         log.debug("no token from the keyring: %s", exc)
         return None
-
-
-def listed_files(files: Iterable[ManifestFile]) -> list[dict[str, object]]:
-    """Manifest entries (`wan models lock`) for files whose sha256 is known."""
-    return [
-        {k: v for k, v in {"path": f.path, "size": f.size, "sha256": f.sha256, "component": f.component}.items() if v is not None}
-        for f in files
-    ]
