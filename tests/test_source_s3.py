@@ -12,6 +12,7 @@ import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 import pytest
 
@@ -168,3 +169,65 @@ def test_customer_encryption_key_is_sent_and_never_shown(s3: S3Store, tmp_path: 
 
 def _state_files(root: Path) -> list[dict[str, Any]]:
     return [meta for state in (root / ".wan" / "state").rglob("*.json") for meta in json.loads(state.read_text())["files"].values()]
+
+
+# -- faults between the engine and the store (a fault-injecting proxy in front of the S3 server) --------------
+
+
+@pytest.fixture
+def s3_faults(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The S3 store reached through a proxy that injects faults into GET bodies; returns the proxy."""
+    from fakehub import FaultProxy
+
+    with FaultProxy(upstream=s3.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("WAN_DOWNLOAD_RETRIES", "3")
+        monkeypatch.setenv("WAN_DOWNLOAD_STALL_TIMEOUT", "1")
+        yield proxy
+
+
+BIG = os.urandom(2 * 2**20 + 99)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("truncate", {"after_bytes": 2**20 + 5000}),
+        ("server_error", {"status": 500}),
+        ("rate_limit", {"retry_after": 1}),
+        ("slow", {"bytes_per_second": 4 * 2**20}),
+        ("stall", {"after_bytes": 2**20 + 5000, "seconds": 30}),
+    ],
+)
+def test_a_passing_fault_ends_in_a_verified_file(
+    s3: S3Store, s3_faults: Any, tmp_path: Path, models_root: Path, kind: str, options: dict[str, Any]
+) -> None:
+    s3.upload_tree(_model(tmp_path, {"big.bin": BIG}))
+    s3_faults.faults.add("*/big.bin", kind, **options)
+    result = run_wan("models", "ensure", "--only", "toy", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [(k, unquote(path)) for k, path in s3_faults.faults.triggered] == [(kind, f"/{s3.bucket}/models/test/toy@1.0.0/base/big.bin")]
+    assert (Path(result.json["results"][0]["path"]) / "big.bin").read_bytes() == BIG
+    if kind in ("truncate", "stall"):  # resumed near the drop, not from the start
+        assert s3_faults.bytes_served() < len(BIG) + 512 * 2**10
+
+
+def test_corrupt_bytes_from_the_store_are_checksum_fail(s3: S3Store, s3_faults: Any, tmp_path: Path, models_root: Path) -> None:
+    s3.upload_tree(_model(tmp_path, {"big.bin": BIG}))
+    s3_faults.faults.add("*/big.bin", "corrupt")
+    result = run_wan("models", "ensure", "--only", "toy", "--json")
+    assert result.returncode == 18 and result.json["error"]["code"] == "CHECKSUM_FAIL"
+    assert not (models_root / "test" / "toy@1.0.0").exists()
+    assert not any((models_root / ".wan" / "partial").iterdir())
+
+
+def test_throttling_past_the_retry_budget_is_rate_limit(s3: S3Store, s3_faults: Any, tmp_path: Path) -> None:
+    s3.upload_tree(_model(tmp_path, {"big.bin": BIG}))
+    s3_faults.faults.add("*/big.bin", "rate_limit", times=100, retry_after=0)
+    result = run_wan("-v", "models", "ensure", "--only", "toy", "--json")
+    assert result.returncode == 17, result.stdout
+    (attempt,) = [a for a in result.json["error"]["attempts"] if a["source"] == "s3"]
+    assert attempt["http_status"] == 429
+    assert unquote(attempt["url"]) == f"{s3_faults.url}/{s3.bucket}/models/test/toy@1.0.0/base/big.bin"
+    output = result.stdout + result.stderr
+    assert "DEBUG" in output and SECRET_KEY not in output and "X-Amz-Signature=" not in output.replace("X-Amz-Signature=***", "")
