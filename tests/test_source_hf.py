@@ -212,6 +212,18 @@ def test_a_fault_past_the_retry_budget_is_the_documented_error(
     assert not final_dir(models_root).exists()
 
 
+def test_a_file_missing_on_the_hub_is_source_unavailable_and_leaves_nothing_behind(
+    hub: FakeHub, tmp_path: Path, models_root: Path
+) -> None:
+    hub.add_repo(REPO, {p: d for p, d in FILES.items() if p != WEIGHTS})
+    listed_model(tmp_path)
+    result = run_wan("models", "ensure", "--only", "toy", "--json")
+    assert result.returncode == 15 and result.json["error"]["code"] == "SOURCE_UNAVAILABLE"
+    (attempt,) = [a for a in result.json["error"]["attempts"] if a["source"] == "hf"]
+    assert attempt["file"] == WEIGHTS and attempt["http_status"] == 404
+    assert not list((models_root / ".wan" / "partial").glob(f"{sha256_hex(FILES[WEIGHTS])}*"))
+
+
 def test_every_attempt_is_listed_when_all_sources_fail(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub.add_repo(REPO, FILES)
     listed_model(tmp_path)

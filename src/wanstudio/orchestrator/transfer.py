@@ -141,7 +141,10 @@ class TransferEngine:
                     raise
                 log.warning("resumed copy of %s failed verification; downloading it again from the start", expected.label)
             except BaseException:
-                partial.close()  # kept for resume
+                if partial.done_bytes:
+                    partial.close()  # kept for resume
+                else:
+                    partial.discard()  # nothing arrived: do not leave a preallocated file behind
                 raise
         raise AssertionError("unreachable")
 
