@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from wanstudio.config import Settings
 from wanstudio.errors import (
@@ -34,11 +34,13 @@ from wanstudio.errors import (
 from wanstudio._units import format_bytes
 from wanstudio.orchestrator._locks import hold_lock
 from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_manifest
-from wanstudio.orchestrator.sources import FileRequest, Source, build_sources
-from wanstudio.orchestrator.sources.hf import HubSource
+from wanstudio.orchestrator.sources.base import FileRequest, Source
 from wanstudio.orchestrator.status import VariantStatus, expected_files, variant_status, wanted_files
 from wanstudio.orchestrator.store import USE_RECORD_INTERVAL, Store, VariantRecord, committed_files, sha256_of
-from wanstudio.orchestrator.transfer import Expected, TransferEngine
+
+if TYPE_CHECKING:  # the warm path (everything present) needs neither: they load on the first download
+    from wanstudio.orchestrator.sources.hf import HubSource
+    from wanstudio.orchestrator.transfer import TransferEngine
 
 log = logging.getLogger("wanstudio.orchestrator")
 
@@ -134,6 +136,8 @@ class Orchestrator:
     @property
     def sources(self) -> list[Source]:
         if self._sources is None:
+            from wanstudio.orchestrator.sources.registry import build_sources
+
             self._sources = build_sources(self.settings)
         return self._sources
 
@@ -141,10 +145,14 @@ class Orchestrator:
     def transfer(self) -> TransferEngine:
         with self._transfer_lock:
             if self._transfer is None:
+                from wanstudio.orchestrator.transfer import TransferEngine
+
                 self._transfer = TransferEngine(self.settings)
             return self._transfer
 
-    def hub_source(self) -> HubSource | None:
+    def hub_source(self) -> "HubSource | None":
+        from wanstudio.orchestrator.sources.hf import HubSource
+
         return next((s for s in self.sources if isinstance(s, HubSource)), None)
 
     def list_from_hub(self, model: Model, variant: Variant) -> Variant:
@@ -418,6 +426,8 @@ class _EnsureRun:
             )
 
     def _fetch_one(self, file: ManifestFile) -> None:
+        from wanstudio.orchestrator.transfer import Expected
+
         request = FileRequest(self.model, self.variant, file)
         with hold_lock(
             self.store.layout.blob_lock(file.key), timeout=self.settings.lock_timeout, what=f"file {request.label}"

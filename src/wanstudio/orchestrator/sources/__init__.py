@@ -4,6 +4,9 @@ A source never moves bytes itself (ARCHITECTURE.md, "One transfer engine"): it a
 ``LocalObject`` (a path on this machine) or, for remote stores, an object the engine fetches. A source
 that does not have the file raises a WanError (usually SOURCE_UNAVAILABLE) whose message names the
 source and the place it looked; the orchestrator records it as an attempt and tries the next source.
+
+The remote sources (`s3`, `hf`) and `registry.build_sources` are imported where they are used, so that
+a warm ensure, which needs no source, does not load them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from wanstudio.orchestrator.sources.base import (
     UnavailableSource,
 )
 from wanstudio.orchestrator.sources.local import LocalMirrorSource, bundled_source
-from wanstudio.orchestrator.sources.registry import build_sources
 
 __all__ = [
     "FileRequest",
@@ -27,6 +29,5 @@ __all__ = [
     "RemoteObject",
     "Source",
     "UnavailableSource",
-    "build_sources",
     "bundled_source",
 ]
