@@ -35,6 +35,15 @@ from wanstudio.errors import (
     WanError,
 )
 from wanstudio.orchestrator._hashing import OrderedHasher
+from wanstudio.orchestrator._http import (
+    RETRYABLE_STATUS,
+    RangesIgnored,
+    RetryableFailure,
+    range_start,
+    retry_after_seconds,
+    short_body,
+    total_size,
+)
 from wanstudio.orchestrator._partial import ALIGNMENT, PartialDownload, RangeProgress
 from wanstudio.orchestrator.sources.base import LocalObject, Located, RemoteObject
 
@@ -51,7 +60,6 @@ BUFFERS_PER_RANGE = 3
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 300.0
-_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of bytes just written (or found already on disk when resuming)."""
@@ -76,18 +84,6 @@ class Fetched:
     path: Path
     sha256: str
     shared: bool = False
-
-
-class _Retryable(Exception):
-    """A failure worth another try of the same range: a drop, a stall, a 5xx or a 429."""
-
-    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.status, self.retry_after = reason, status, retry_after
-
-
-class _RangesIgnored(Exception):
-    """The server answered a range request with the whole body: fall back to one range from the start."""
 
 
 class _Stopped(Exception):
@@ -131,7 +127,7 @@ class TransferEngine:
             job = _Job(self, located, partial, expected, progress, cancelled)
             try:
                 return Fetched(job.run(), job.sha256)
-            except _RangesIgnored:
+            except RangesIgnored:
                 partial.discard()
                 max_ranges = 1
             except ChecksumFailError:
@@ -285,7 +281,7 @@ class _Job:
             before = self.partial.ranges[index].done
             try:
                 self._stream(self.located, index, hasher)
-            except _Retryable as problem:
+            except RetryableFailure as problem:
                 if self.partial.ranges[index].done > before:
                     failures = 0  # it moved: a long download may meet many unrelated drops
                 failures += 1
@@ -298,7 +294,7 @@ class _Job:
                 )
                 self._sleep(delay)
 
-    def _delay(self, problem: _Retryable, failures: int) -> float:
+    def _delay(self, problem: RetryableFailure, failures: int) -> float:
         if problem.retry_after is not None:
             if problem.retry_after > MAX_RETRY_AFTER_SECONDS:
                 raise self._give_up(problem)
@@ -337,7 +333,7 @@ class _Job:
                 redirect=True, retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=10),
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise _Retryable(f"cannot connect ({type(exc).__name__}: {exc})") from None
+            raise RetryableFailure(f"cannot connect ({type(exc).__name__}: {exc})") from None
         try:
             self._check_response(response, remote, index, whole)
             self._receive(lambda view: response.readinto(view), index, hasher, urllib3.exceptions.HTTPError)
@@ -348,19 +344,19 @@ class _Job:
     def _check_response(self, response: "urllib3.BaseHTTPResponse", remote: RemoteObject, index: int, whole: bool) -> None:
         status = response.status
         if status in (200, 206):
-            total = _total_size(response, whole)
+            total = total_size(response, whole)
             if total is not None and total != self.expected.size:
                 raise self._checksum_fail(f"is {total} bytes at the source, where {self.expected.size} are expected",
                                           status=status)
             if status == 200 and not whole:
-                raise _RangesIgnored()
-            if status == 206 and _range_start(response) != self.partial.ranges[index].done:
-                raise _Retryable("the server answered with another range than asked", status=status)
+                raise RangesIgnored()
+            if status == 206 and range_start(response) != self.partial.ranges[index].done:
+                raise RetryableFailure("the server answered with another range than asked", status=status)
             return
-        body = _short_body(response)
-        if status in _RETRYABLE_STATUS:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            raise _Retryable(f"HTTP {status}{body}", status=status, retry_after=retry_after)
+        body = short_body(response)
+        if status in RETRYABLE_STATUS:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            raise RetryableFailure(f"HTTP {status}{body}", status=status, retry_after=retry_after)
         if status in (401, 403):
             raise AuthFailError(
                 f"source {self.expected.source} refused access to {self.expected.label} at {remote.display} "
@@ -375,7 +371,7 @@ class _Job:
             attempts=[self._attempt("SOURCE_UNAVAILABLE", f"HTTP {status}", status)],
         )
 
-    def _give_up(self, problem: _Retryable) -> WanError:
+    def _give_up(self, problem: RetryableFailure) -> WanError:
         where = self.located.display
         if problem.status == 429:
             return RateLimitError(
@@ -424,17 +420,17 @@ class _Job:
             buffer = self._buffers.get()
             want = min(self.chunk_bytes, range_.remaining)
             filled = 0
-            problem: _Retryable | ChecksumFailError | None = None
+            problem: RetryableFailure | ChecksumFailError | None = None
             try:
                 while filled < want and (count := readinto(buffer[filled:min(want, filled + READ_BYTES)])):
                     filled += count
             except transient as exc:
                 reason = "stalled" if "timed out" in str(exc).lower() else f"connection lost ({type(exc).__name__})"
-                problem = _Retryable(f"{reason} after {format_bytes(range_.done - range_.start + filled)} of this range")
+                problem = RetryableFailure(f"{reason} after {format_bytes(range_.done - range_.start + filled)} of this range")
             if filled < want and problem is None:
                 problem = (self._checksum_fail("ended early: it is shorter than expected")
                            if isinstance(self.located, LocalObject)
-                           else _Retryable(f"the body ended {range_.remaining - filled} bytes early"))
+                           else RetryableFailure(f"the body ended {range_.remaining - filled} bytes early"))
             keep = filled if problem is None else filled - filled % ALIGNMENT
             if keep:
                 self._write(index, buffer, keep, hasher)
@@ -478,43 +474,3 @@ def _link(source: Path, target: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-def _total_size(response: "urllib3.BaseHTTPResponse", whole: bool) -> int | None:
-    content_range = response.headers.get("Content-Range", "")
-    if "/" in content_range:
-        total = content_range.rsplit("/", 1)[1]
-        return int(total) if total.isdigit() else None
-    length = response.headers.get("Content-Length")
-    return int(length) if whole and response.status == 200 and length and length.isdigit() else None
-
-
-def _range_start(response: "urllib3.BaseHTTPResponse") -> int | None:
-    content_range = response.headers.get("Content-Range", "")
-    try:
-        return int(content_range.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _short_body(response: "urllib3.BaseHTTPResponse") -> str:
-    try:
-        text = response.read(300, decode_content=True).decode("utf-8", "replace").strip()
-    except Exception:  # the body is only a hint for the message
-        return ""
-    return f": {text[:200]}" if text else ""
