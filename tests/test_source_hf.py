@@ -104,6 +104,15 @@ def test_a_file_changed_on_the_hub_after_listing_is_a_checksum_failure(hub: Fake
     assert not final_dir(models_root).exists()
 
 
+def test_unsafe_paths_listed_by_the_hub_are_refused(hub: FakeHub, tmp_path: Path, models_root: Path) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "Config.json": b"[]"})
+    hub_listed_model(tmp_path)
+    result = run_wan("models", "ensure", "--only", "toy", "--json")
+    assert result.returncode == 14 and result.json["error"]["code"] == "PATH_INVALID"
+    assert "differ only by case" in result.json["error"]["message"]
+    assert not (models_root / "test").exists()
+
+
 def test_lock_writes_sizes_digests_and_the_commit(hub: FakeHub, tmp_path: Path, models_root: Path) -> None:
     commit = hub.add_repo(REPO, FILES)
     hub_listed_model(tmp_path)

@@ -98,8 +98,8 @@ class TransferEngine:
         self.max_connections = settings.max_concurrent_downloads
         self.retries = settings.download_retries
         self.stall_timeout = settings.download_stall_timeout
-        self._slots = threading.BoundedSemaphore(self.max_connections)
-        self._helpers = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="wan-range")
+        self.connections = threading.BoundedSemaphore(self.max_connections)
+        self.range_workers = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="wan-range")
         self._pool: urllib3.PoolManager | None = None
         self._pool_lock = threading.Lock()
 
@@ -142,13 +142,6 @@ class TransferEngine:
                     partial.discard()  # nothing arrived: do not leave a preallocated file behind
                 raise
         raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self._helpers.shutdown(wait=False, cancel_futures=True)
-        if self._pool is not None:
-            self._pool.clear()
-
-    # -- internals shared by jobs -----------------------------------------------------------------------------
 
     @property
     def pool(self) -> "urllib3.PoolManager":
@@ -237,12 +230,12 @@ class _Job:
             work.put(index)
         helpers: list[Future[None]] = []
         for _ in range(len(pending) - 1):
-            if not engine._slots.acquire(blocking=False):
+            if not engine.connections.acquire(blocking=False):
                 break
-            helpers.append(engine._helpers.submit(self._drain, work, hasher, True))
+            helpers.append(engine.range_workers.submit(self._drain, work, hasher, True))
         own_error: BaseException | None = None
         try:
-            with engine._slots:
+            with engine.connections:
                 self._drain(work, hasher, False)
         except BaseException as error:
             own_error = error
@@ -270,7 +263,7 @@ class _Job:
                     raise
         finally:
             if holds_slot:
-                self.engine._slots.release()
+                self.engine.connections.release()
 
     def _fetch_range(self, index: int, hasher: OrderedHasher) -> None:
         if isinstance(self.located, LocalObject):

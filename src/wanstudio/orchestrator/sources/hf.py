@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote
 
 from wanstudio._secrets import register_secret
-from wanstudio.errors import AuthFailError, RateLimitError, SourceUnavailableError, WanError
+from wanstudio.errors import AuthFailError, PathInvalidError, RateLimitError, SourceUnavailableError
+from wanstudio.orchestrator._pathrules import case_collisions, path_problem
 from wanstudio.orchestrator.manifest import HubRef, ManifestFile, Model, Variant
 from wanstudio.orchestrator.sources.base import FileRequest, LocalObject, Located, RemoteObject
 
@@ -82,14 +84,15 @@ class HubSource:
         if ref is None:
             raise SourceUnavailableError(f"source hf skipped: the manifest gives {model.id} no Hub repository")
         from huggingface_hub import HfApi
+        from huggingface_hub.hf_api import RepoFile
         from huggingface_hub.utils import filter_repo_objects
 
         api = HfApi(endpoint=self.endpoint, token=self.token or False)
         where = f"{ref.repo}@{ref.revision}"
         with _hub_errors(self, model, ref):
             commit = api.model_info(ref.repo, revision=ref.revision).sha or ref.revision
-            entries = [e for e in api.list_repo_tree(ref.repo, path_in_repo=ref.subfolder, revision=commit, recursive=True)
-                       if hasattr(e, "lfs")]
+            tree = api.list_repo_tree(ref.repo, path_in_repo=ref.subfolder, revision=commit, recursive=True)
+            entries = [entry for entry in tree if isinstance(entry, RepoFile)]
         prefix = f"{ref.subfolder.strip('/')}/" if ref.subfolder else ""
         files = [_manifest_file(entry, prefix) for entry in entries]
         chosen = list(filter_repo_objects(files, allow_patterns=list(variant.hf_allow_patterns), key=lambda f: f.path))
@@ -99,6 +102,7 @@ class HubSource:
                 f"for {model.id} [{variant.name}]",
                 suggestions=["check the repository, revision and hf_allow_patterns in the manifest"],
             )
+        _check_paths(chosen, where)
         log.info("the Hub lists %d files for %s [%s] at commit %s", len(chosen), model.id, variant.name, commit)
         return replace(variant, files=tuple(sorted(chosen, key=lambda f: f.path)), hf=replace(ref, revision=commit))
 
@@ -113,6 +117,16 @@ class HubSource:
             return None
 
 
+def _check_paths(files: list[ManifestFile], where: str) -> None:
+    """The Hub's paths obey the same rules as a manifest's: they become paths on this machine."""
+    for file in files:
+        if problem := path_problem(file.path):
+            raise PathInvalidError(f"the Hub repository {where} lists {file.path!r}, which is unsafe here: {problem}")
+    if collisions := case_collisions([f.path for f in files]):
+        first, second = collisions[0]
+        raise PathInvalidError(f"the Hub repository {where} lists {first!r} and {second!r}, which differ only by case")
+
+
 def _manifest_file(entry: Any, prefix: str) -> ManifestFile:
     """A tree entry as a manifest file: LFS files carry size and sha256, others their git blob id."""
     path = entry.path[len(prefix):] if prefix and entry.path.startswith(prefix) else entry.path
@@ -122,36 +136,29 @@ def _manifest_file(entry: Any, prefix: str) -> ManifestFile:
     return ManifestFile(path=path, size=entry.size, component=component, git_blob_id=entry.blob_id or None)
 
 
-class _hub_errors:
+@contextmanager
+def _hub_errors(source: HubSource, model: Model, ref: HubRef) -> Iterator[None]:
     """Turns huggingface_hub's exceptions into wanstudio's codes, naming the repository and the fix."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    def __init__(self, source: HubSource, model: Model, ref: HubRef) -> None:
-        self.source, self.model, self.ref = source, model, ref
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
-        if error is None or isinstance(error, WanError) or not isinstance(error, Exception):
-            return False
-        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-        where = f"{self.ref.repo}@{self.ref.revision}"
-        steps = self.source.auth_steps(self.ref.repo)
-        token = "the configured token" if self.source.token else "no token"
+    try:
+        yield
+    except (HTTPError, OSError) as error:  # the Hub's own errors derive from both
+        where = f"{ref.repo}@{ref.revision}"
+        steps = source.auth_steps(ref.repo)
         if isinstance(error, GatedRepoError):
-            raise AuthFailError(f"the Hub repository {self.ref.repo} of {self.model.id} is gated and {token} has access to it",
-                                suggestions=steps) from None
+            who = "the configured token has no access to it" if source.token else "no token is set"
+            raise AuthFailError(f"the Hub repository {ref.repo} of {model.id} is gated and {who}", suggestions=steps) from None
         if isinstance(error, RepositoryNotFoundError):
-            if self.source.token:
+            if source.token:
                 raise SourceUnavailableError(
-                    f"the Hub has no repository {self.ref.repo} for {self.model.id}, or {token} cannot see it",
+                    f"the Hub has no repository {ref.repo} for {model.id}, or the configured token cannot see it",
                     suggestions=["check `hf.repo` in the manifest", *steps[1:]]) from None
             raise AuthFailError(
-                f"the Hub repository {self.ref.repo} of {self.model.id} is private or does not exist, and no token is set",
+                f"the Hub repository {ref.repo} of {model.id} is private or does not exist, and no token is set",
                 suggestions=steps) from None
         if isinstance(error, RevisionNotFoundError):
-            raise SourceUnavailableError(f"the Hub repository {self.ref.repo} has no revision {self.ref.revision!r}",
+            raise SourceUnavailableError(f"the Hub repository {ref.repo} has no revision {ref.revision!r}",
                                          suggestions=["check `hf.revision` in the manifest"]) from None
         if isinstance(error, HfHubHTTPError):
             status = error.response.status_code if error.response is not None else None
@@ -159,13 +166,12 @@ class _hub_errors:
                 raise RateLimitError(f"the Hub rate-limited the listing of {where}: {error}",
                                      suggestions=["wait a few minutes and retry, or set a token: anonymous limits are lower"]) from None
             if status in (401, 403):
+                token = "the configured token" if source.token else "anonymous access"
                 raise AuthFailError(f"the Hub refused {token} for {where} (HTTP {status})", suggestions=steps) from None
             raise SourceUnavailableError(f"the Hub failed to list {where} (HTTP {status}): {error}") from None
-        if isinstance(error, (HTTPError, OSError)):
-            raise SourceUnavailableError(
-                f"cannot reach the Hub at {self.source.endpoint} to list {where}: {error}",
-                suggestions=["check the connection, or HF_ENDPOINT if you use a mirror of the Hub"]) from None
-        return False
+        raise SourceUnavailableError(
+            f"cannot reach the Hub at {source.endpoint} to list {where}: {error}",
+            suggestions=["check the connection, or HF_ENDPOINT if you use a mirror of the Hub"]) from None
 
 
 def _keyring_token() -> str | None:
