@@ -548,16 +548,6 @@ def test_proxy_in_front_of_the_hub_forwards_host_so_links_stay_on_the_proxy(
         assert proxy.faults.triggered == [("corrupt", f"/{REPO}/resolve/main/model_index.json")]
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def s3_proxy(moto_endpoint: str) -> Iterator[tuple[FaultProxy, Any, str, bytes]]:
     """A proxy in front of moto, an S3 client using it, a presigned URL of an object and its bytes."""

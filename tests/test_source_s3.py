@@ -18,8 +18,6 @@ import pytest
 
 from conftest import run_wan, sha256_hex, write_model
 
-moto_server = pytest.importorskip("moto.server")
-
 ACCESS_KEY = "AKIAWANSTUDIOTESTKEY"
 SECRET_KEY = "wanstudio-test-secret-key-0123456789abcdef"
 
@@ -55,15 +53,6 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
