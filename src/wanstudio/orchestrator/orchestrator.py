@@ -346,9 +346,10 @@ class _EnsureRun:
         candidates = [f for f in self.variant.files if f.component not in self.excluded]
         indexes = [f for f in candidates if f.is_shard_index]
         self._fetch_all(indexes)  # shard indexes first: they decide which shards are needed
-        needed = wanted_files(self.store, self.model, self._with_digests(), self.excluded)
+        variant = replace(self.variant, files=tuple(map(self._with_digest, self.variant.files)))
+        needed = wanted_files(self.store, self.model, variant, self.excluded)  # reads the indexes just fetched
         self._fetch_all([f for f in needed if not f.is_shard_index])
-        needed = [replace(f, sha256=f.sha256 or self.digests.get(f.path)) for f in needed]
+        needed = list(map(self._with_digest, needed))
         present = [f for f in needed if f.sha256 and self.store.has_blob(f.sha256, f.size)]
         record = VariantRecord(
             model_id=self.model.id,
@@ -369,10 +370,9 @@ class _EnsureRun:
             sources=dict(self.downloaded_from),
         )
 
-    def _with_digests(self) -> Variant:
-        """The variant with the sha256 of each file fetched so far filled in (the Hub lists none for small files)."""
-        files = tuple(replace(f, sha256=f.sha256 or self.digests.get(f.path)) for f in self.variant.files)
-        return replace(self.variant, files=files)
+    def _with_digest(self, file: ManifestFile) -> ManifestFile:
+        """The file with the sha256 computed when it was fetched (the Hub lists none for small files)."""
+        return file if file.sha256 else replace(file, sha256=self.digests.get(file.path))
 
     def _fetch_all(self, files: list[ManifestFile]) -> None:
         if self.force:
