@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from wanstudio.cli import observe, trust  # noqa: F401  (they add their commands to `wan models`)
 from wanstudio.cli.generate import generate
 from wanstudio.cli.models import models_app
 from wanstudio.config import Settings

@@ -1,0 +1,3 @@
+"""`wan models sign`, `verify-manifest` and `migrate-manifest`: the manifest's integrity and its schema."""
+
+from __future__ import annotations
