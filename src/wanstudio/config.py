@@ -8,6 +8,7 @@ Settings are built by the caller (``Settings.from_env()``) and passed down, neve
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -39,6 +40,7 @@ ENVIRONMENT_VARIABLES = (
     "WAN_LOG_LEVEL",
     "WAN_LOG_FORMAT",
     "WAN_REQUIRE_SIGNED_MANIFEST",
+    "WAN_TRUSTED_KEYS",
     "WAN_DEVICE",
     "WAN_PIPELINE_CACHE_SIZE",
     "WAN_DOWNLOAD_PART_SIZE",
@@ -73,6 +75,9 @@ class Settings:
     log_level: str = "WARNING"
     log_format: str = "text"
     require_signed_manifest: bool = False
+    trusted_keys: tuple[Path | str, ...] = ()
+    """Public keys a manifest signature may come from: a Path is a key file or a folder of them, a str one
+    inline base64 key (see ``parse_trusted_keys``)."""
     device: str = "auto"
     pipeline_cache_size: int = DEFAULT_PIPELINE_CACHE_SIZE
     download_part_size: int = DEFAULT_DOWNLOAD_PART_SIZE
@@ -124,6 +129,7 @@ class Settings:
             log_level=(values["WAN_LOG_LEVEL"] or "WARNING").upper(),
             log_format=(values["WAN_LOG_FORMAT"] or "text").lower(),
             require_signed_manifest=values["WAN_REQUIRE_SIGNED_MANIFEST"] in ("1", "true", "yes"),
+            trusted_keys=parse_trusted_keys(values["WAN_TRUSTED_KEYS"]),
             device=convert("WAN_DEVICE", _device, "auto"),
             pipeline_cache_size=convert("WAN_PIPELINE_CACHE_SIZE", _non_negative_int, DEFAULT_PIPELINE_CACHE_SIZE),
             download_part_size=convert("WAN_DOWNLOAD_PART_SIZE", _part_size, DEFAULT_DOWNLOAD_PART_SIZE),
@@ -146,6 +152,31 @@ class Settings:
                 ],
             )
         return self.models_root
+
+
+_INLINE_KEY = re.compile(r"^[A-Za-z0-9+/]{43}=?$")
+
+
+def is_inline_key(text: str) -> bool:
+    """Whether `text` is a raw Ed25519 public key in base64 (32 bytes: 43 characters and one `=`)."""
+    import binascii
+
+    if not _INLINE_KEY.match(text):
+        return False
+    try:
+        return len(binascii.a2b_base64(text.rstrip("=") + "=")) == 32
+    except binascii.Error:
+        return False
+
+
+def parse_trusted_keys(text: str) -> tuple[Path | str, ...]:
+    """WAN_TRUSTED_KEYS: comma-separated entries, each a raw base64 public key (kept as a str) or the path of
+    a key file or of a folder of key files (made absolute). Whether the paths hold valid keys is checked when
+    a signature is verified, so a bad entry fails only the commands that need a signature, naming it."""
+    entries: list[Path | str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        entries.append(item if is_inline_key(item) else Path(item).expanduser().absolute())
+    return tuple(entries)
 
 
 def _positive_int(text: str) -> int:

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from wanstudio.errors import ManifestInvalidError, ModelNotFoundError, PathInvalidError
 from wanstudio.orchestrator._pathrules import case_collisions, path_problem
+
+if TYPE_CHECKING:
+    from wanstudio.config import Settings
 
 SCHEMA_VERSION = 1
 SHARD_INDEX_SUFFIX = ".index.json"
@@ -175,8 +178,18 @@ def packaged_manifest_path() -> Path:
     return Path(str(resources.files("wanstudio.orchestrator") / "catalog" / "models.toml"))
 
 
-def load_manifest(path: Path | None = None) -> Manifest:
-    """Read and validate the manifest at `path` (default: the packaged one); parsed once per file version."""
+def load_manifest(
+    path: Path | None = None, *, require_signature: bool = False, trusted_keys: Sequence[Path | str] = ()
+) -> Manifest:
+    """Read and validate the manifest at `path` (default: the packaged one); parsed once per file version.
+
+    With `require_signature`, a manifest given by path must carry a valid `models.toml.sig` by one of
+    `trusted_keys` (files, folders or base64 keys, as in WAN_TRUSTED_KEYS), or SIGNATURE_INVALID is raised
+    before its content is parsed at all. The result is cached by the stat of the manifest, its signature
+    and the key files, so a warm call verifies nothing again. The packaged manifest (`path` None) is exempt:
+    it is part of the installed package, as trustworthy as the code that would check it (docs/manifest.md).
+    """
+    packaged = path is None
     path = path or packaged_manifest_path()
     try:
         info = path.stat()
@@ -185,7 +198,21 @@ def load_manifest(path: Path | None = None) -> Manifest:
             f"cannot read the manifest {path}: {exc.strerror or exc}",
             suggestions=["check WAN_MODELS_MANIFEST, or unset it to use the packaged manifest"],
         ) from None
+    if require_signature and not packaged:
+        from wanstudio.orchestrator import signing  # a light module: cryptography loads on the first verification
+
+        keys = tuple(trusted_keys)
+        state = (signing.stat_key(signing.signature_path(path)), signing.trusted_keys_state(keys))
+        return _load_signed_version(path, info.st_mtime_ns, info.st_size, keys, state)
     return _load_manifest_version(path, info.st_mtime_ns, info.st_size)
+
+
+def load_configured_manifest(settings: Settings) -> Manifest:
+    """The manifest the settings name (WAN_MODELS_MANIFEST, else the packaged one), its signature checked when
+    WAN_REQUIRE_SIGNED_MANIFEST is set: the one way commands and the API should load it."""
+    return load_manifest(
+        settings.manifest_path, require_signature=settings.require_signed_manifest, trusted_keys=settings.trusted_keys
+    )
 
 
 @lru_cache(maxsize=8)
@@ -194,6 +221,23 @@ def _load_manifest_version(path: Path, _mtime_ns: int, _size: int) -> Manifest:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ManifestInvalidError(f"cannot read the manifest {path}: {exc.strerror or exc}") from None
+    return parse_manifest(text, origin=str(path))
+
+
+@lru_cache(maxsize=8)
+def _load_signed_version(path: Path, _mtime_ns: int, _size: int, keys: tuple[Path | str, ...], _state: object) -> Manifest:
+    """Verify, then parse, the very same bytes (a failure is not cached: lru_cache keeps only results)."""
+    from wanstudio.orchestrator.signing import verify_manifest_bytes
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestInvalidError(f"cannot read the manifest {path}: {exc.strerror or exc}") from None
+    verify_manifest_bytes(data, path, keys)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestInvalidError(f"manifest {path} is not UTF-8 text") from None
     return parse_manifest(text, origin=str(path))
 
 
@@ -254,6 +298,67 @@ def migrate_document(document: dict[str, Any], origin: str = "<memory>") -> dict
             ],
         )
     return document
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What `migrate_manifest_file` did: versions, where the result went, whether a signature is now stale."""
+
+    source: Path
+    target: Path
+    from_version: int
+    written: bool
+    signature_stale: bool
+    to_version: int = SCHEMA_VERSION
+
+    @property
+    def migrated(self) -> bool:
+        return self.from_version != self.to_version
+
+
+def migrate_manifest_file(source: Path, target: Path | None = None) -> MigrationResult:
+    """Rewrite an older manifest at SCHEMA_VERSION (in place, or to `target`), validated, in one rename.
+
+    The document is rewritten whole with `tomli_w`, so comments are lost (a first line says so). A newer
+    manifest is refused (upgrade wanstudio instead); a current one is left as it is, or copied verbatim to
+    `target`. A `.sig` next to the target no longer matches after a rewrite: `signature_stale` says so.
+    """
+    from wanstudio.orchestrator.signing import signature_path, write_atomically
+
+    target = target or source
+    try:
+        data = source.read_bytes()
+        mode = source.stat().st_mode & 0o777
+        document = tomllib.loads(data.decode("utf-8"))
+    except OSError as exc:
+        raise ManifestInvalidError(f"cannot read the manifest {source}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestInvalidError(f"manifest {source} is not valid TOML: {exc}") from None
+    version = document.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise ManifestInvalidError(
+            f"manifest {source} has schema_version {version}, newer than this wanstudio understands (up to "
+            f"{SCHEMA_VERSION}); migrate-manifest only upgrades older manifests: upgrade wanstudio to read it",
+            suggestions=["pip install -U wanstudio", "or ask whoever publishes the manifest for a schema_version 1 copy"],
+        )
+    upgraded = migrate_document(document, str(source))  # MANIFEST_INVALID for a missing or unknown old version
+    if version == SCHEMA_VERSION:
+        out = data
+    else:
+        import tomli_w
+
+        out = (f"# Migrated from schema_version {version} by `wan models migrate-manifest`; comments of the "
+               f"original were not kept.\n{tomli_w.dumps(upgraded)}").encode("utf-8")
+    try:
+        parse_manifest(out.decode("utf-8"), origin=str(target))
+    except (ManifestInvalidError, PathInvalidError) as exc:
+        raise type(exc)(f"the migrated manifest would be invalid, so nothing was written: {exc.message}",
+                        suggestions=exc.suggestions) from None
+    written = out != data or target.resolve() != source.resolve()
+    if written:
+        write_atomically(target, out, mode=mode)
+    stale = out != data and signature_path(target).exists()
+    return MigrationResult(source, target, int(version), written, stale)
 
 
 # -- validation -----------------------------------------------------------------------------------------------
