@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import typer
 
 from wanstudio.errors import OperationInterruptedError, WanError
+from wanstudio.observability import metrics
 
 EXIT_INCOMPLETE = 3
 
@@ -49,6 +50,7 @@ def reporting(schema: str, as_json: bool, partial: dict[str, Any] | None = None)
 
 
 def _fail(schema: str, as_json: bool, error: WanError, partial: dict[str, Any] | None) -> None:
+    metrics.error(error.code)  # wan_errors_total{code}: seen by a process that serves its metrics
     if as_json:
         emit_json(schema, {**(partial or {}), "error": error.to_dict()})
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from wanstudio.errors import LockTimeoutError
+from wanstudio.observability import metrics
 
 log = logging.getLogger("wanstudio.locks")
 
@@ -38,6 +39,14 @@ def describe_holder(lock_path: Path) -> str:
         return "another process"
 
 
+def lock_kind(lock_path: Path) -> str:
+    """What a lock guards, from its place under `.wan/locks/`: `variant`, `blob` (or that folder's name)."""
+    for parent in lock_path.parents:
+        if parent.parent.name == "locks":
+            return {"variants": "variant", "blobs": "blob"}.get(parent.name, parent.name)
+    return "other"
+
+
 @contextmanager
 def hold_lock(lock_path: Path, *, timeout: float, what: str, poll_interval: float = 0.05) -> Iterator[None]:
     """Hold the lock at `lock_path` for the body; LOCK_TIMEOUT after `timeout` seconds of waiting for it."""
@@ -45,7 +54,8 @@ def hold_lock(lock_path: Path, *, timeout: float, what: str, poll_interval: floa
 
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(lock_path), thread_local=False)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
         remaining = deadline - time.monotonic()
         try:
@@ -53,6 +63,7 @@ def hold_lock(lock_path: Path, *, timeout: float, what: str, poll_interval: floa
             break
         except Timeout:
             if time.monotonic() >= deadline:
+                metrics.lock_wait(lock_kind(lock_path), time.monotonic() - started)
                 holder = describe_holder(lock_path)
                 raise LockTimeoutError(
                     f"timed out after {timeout:.0f}s waiting for the lock on {what}, held by {holder}",
@@ -63,6 +74,7 @@ def hold_lock(lock_path: Path, *, timeout: float, what: str, poll_interval: floa
                 ) from None
             log.info("still waiting for the lock on %s, held by %s", what, describe_holder(lock_path))
     try:
+        metrics.lock_wait(lock_kind(lock_path), time.monotonic() - started)
         _holder_path(lock_path).write_text(
             json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
         )

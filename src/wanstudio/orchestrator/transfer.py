@@ -7,6 +7,10 @@ second pass. A connection that drops, stalls (no byte for WAN_DOWNLOAD_STALL_TIM
 429 resumes its range from the last chunk on disk after an exponential backoff with full jitter (or the
 server's Retry-After). A process that dies resumes from the journal (see _partial.py). A copy whose
 size or digest is wrong is deleted and reported as CHECKSUM_FAIL, so the caller tries the next source.
+
+Metrics (docs/observability.md) are recorded per file, per range attempt and per retry, never per chunk:
+bytes from a range's progress when the attempt ends, the file's time once verified. Range workers run in
+a copy of the caller's context, so their log lines carry the caller's correlation id.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import queue
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -34,6 +38,7 @@ from wanstudio.errors import (
     SourceUnavailableError,
     WanError,
 )
+from wanstudio.observability import ContextThreadPoolExecutor, RetryReason, metrics
 from wanstudio.orchestrator._hashing import OrderedHasher
 from wanstudio.orchestrator._http import (
     RETRYABLE_STATUS,
@@ -99,7 +104,7 @@ class TransferEngine:
         self.retries = settings.download_retries
         self.stall_timeout = settings.download_stall_timeout
         self.connections = threading.BoundedSemaphore(self.max_connections)
-        self.range_workers = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="wan-range")
+        self.range_workers = ContextThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="wan-range")
         self._pool: urllib3.PoolManager | None = None
         self._pool_lock = threading.Lock()
 
@@ -113,24 +118,32 @@ class TransferEngine:
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Fetched:
         """Bring the file into `partial_path` (resuming what is there) and verify it; see the module doc."""
+        started = time.monotonic()
         if isinstance(located, LocalObject) and located.shared and _link(located.path, partial_path):
             job = _Job(self, located, None, expected, progress, cancelled)
             try:
-                return Fetched(partial_path, job.verify_in_place(partial_path), shared=True)
-            except BaseException:
+                fetched = Fetched(partial_path, job.verify_in_place(partial_path), shared=True)
+            except BaseException as error:
+                if isinstance(error, ChecksumFailError):
+                    metrics.checksum_failure(expected.source)
                 partial_path.unlink(missing_ok=True)
                 raise
+            metrics.file_verified(expected.source, time.monotonic() - started)
+            return fetched
         max_ranges = 1 if isinstance(located, LocalObject) else self.max_connections
         for last_try in (False, True):
             partial = PartialDownload.open(partial_path, expected.size, part_size=self.part_size, max_ranges=max_ranges,
                                            label=expected.label)
             job = _Job(self, located, partial, expected, progress, cancelled)
             try:
-                return Fetched(job.run(), job.sha256)
+                fetched = Fetched(job.run(), job.sha256)
+                metrics.file_verified(expected.source, time.monotonic() - started)
+                return fetched
             except RangesIgnored:
                 partial.discard()
                 max_ranges = 1
             except ChecksumFailError:
+                metrics.checksum_failure(expected.source)
                 partial.discard()
                 if last_try or not partial.resumed_bytes:
                     raise
@@ -256,11 +269,14 @@ class _Job:
                     index = work.get_nowait()
                 except queue.Empty:
                     return
+                before = self.partial.ranges[index].done
                 try:
                     self._fetch_range(index, hasher)
                 except BaseException:
                     self.stop.set()
                     raise
+                finally:
+                    metrics.download_bytes(self.expected.source, self.partial.ranges[index].done - before)
         finally:
             if holds_slot:
                 self.engine.connections.release()
@@ -281,6 +297,7 @@ class _Job:
                 if failures > self.engine.retries:
                     raise self._give_up(problem) from None
                 delay = self._delay(problem, failures)
+                metrics.retry(self.expected.source, _retry_reason(problem))
                 log.warning(
                     "%s from %s: %s; retry %d of %d in %.1fs", self.expected.label, self.located.display,
                     problem.reason, failures, self.engine.retries, delay,
@@ -456,6 +473,17 @@ class _Job:
             suggestions=["the source holds a different file than the manifest describes: fix the source or the manifest"],
             attempts=[self._attempt("CHECKSUM_FAIL", problem, status)],
         )
+
+
+def _retry_reason(problem: RetryableFailure) -> RetryReason:
+    """The `reason` label of a retry: 429 is rate_limit, another HTTP status server_error, a stream that
+    stopped moving (see _receive) stall, and anything else on the connection (refused, reset, cut short)
+    connection."""
+    if problem.status == 429:
+        return "rate_limit"
+    if problem.status is not None:
+        return "server_error"
+    return "stall" if problem.reason.startswith("stalled") else "connection"
 
 
 def _link(source: Path, target: Path) -> bool:
