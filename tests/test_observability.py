@@ -286,8 +286,6 @@ def test_json_logs_are_one_object_per_line_and_hold_no_secret(hub: FakeHub) -> N
     assert any(line["logger"].startswith("urllib3") for line in lines)  # the libraries' DEBUG lines too
 
 
-@pytest.mark.xfail(strict=True, reason="needs Orchestrator.ensure to open observability.correlation() and its file "
-                   "workers to be a ContextThreadPoolExecutor (docs/observability.md); remove this mark then")
 def test_an_ensure_logs_under_one_correlation_id_across_its_threads(hub: FakeHub) -> None:
     hub.faults.add("*.safetensors", "server_error", status=503, times=2)
     result = run_wan("-v", "models", "ensure", "--only", "toy", env={"WAN_LOG_FORMAT": "json"})

@@ -1,8 +1,7 @@
 """Manifest signatures (CONTRACT section 3, issue 7): keys, signing, verification, WAN_REQUIRE_SIGNED_MANIFEST.
 
-Tests marked `needs_orchestrator_wiring` go through the real CLI, whose orchestrator must load the manifest
-with `load_configured_manifest`; until that one-line change lands they are strict xfails (remove the
-marker with the change: a strict xfail that passes fails the suite, so it cannot be forgotten).
+The last tests go through the real CLI, whose orchestrator loads the manifest with
+`load_configured_manifest`.
 """
 
 from __future__ import annotations
@@ -44,12 +43,6 @@ default_variant = "dev"
 [models."m@1.0".variants.dev]
 files = [{{ path = "model_index.json", size = 10, sha256 = "{SHA}" }}]
 """
-
-needs_orchestrator_wiring = pytest.mark.xfail(
-    strict=True,
-    reason="Orchestrator.manifest must call load_configured_manifest(self.settings); remove this marker with that change",
-)
-
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path, KeyPair]:
@@ -414,7 +407,6 @@ def test_cli_with_a_signed_manifest_and_signature_required_works(wan, signed: Pa
     assert [m["id"] for m in result.json["models"]] == ["m@1.0"]
 
 
-@needs_orchestrator_wiring
 def test_cli_list_refuses_an_unsigned_manifest_when_required(wan, signed: Path, keys: tuple[Path, Path, KeyPair]) -> None:
     signature_path(signed).unlink()
     env = {"WAN_MODELS_MANIFEST": str(signed), "WAN_REQUIRE_SIGNED_MANIFEST": "1", "WAN_TRUSTED_KEYS": str(keys[1])}
@@ -423,7 +415,6 @@ def test_cli_list_refuses_an_unsigned_manifest_when_required(wan, signed: Path, 
     assert result.json["error"]["code"] == "SIGNATURE_INVALID"
 
 
-@needs_orchestrator_wiring
 def test_cli_ensure_of_a_tampered_manifest_touches_nothing(
     wan, mirror: Path, tmp_path: Path, models_root: Path, keys: tuple[Path, Path, KeyPair]
 ) -> None:

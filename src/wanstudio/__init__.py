@@ -2,11 +2,13 @@
 
 The public Python API (CONTRACT section 6)::
 
-    from wanstudio import ensure, status, check, get_wan_paths
+    from wanstudio import ensure, status, check, gc, get_wan_paths, pin
 
     path = ensure("ti2v-5B@2.2.0", variant="dev")         # pathlib.Path of the ready variant folder
     st = status("ti2v-5B@2.2.0")                           # .state, .missing_files, .bytes_needed, .path
+    report = gc(dry_run=True, max_bytes=50 * 2**30)        # .reclaimed_bytes, .removed, .kept_pinned
     paths = get_wan_paths("ti2v-5B@2.2.0", variant="dev")  # the variant folder and its component folders
+    pin("ti2v-5B@2.2.0", variant="dev")                    # gc never removes it (unpin to undo)
 
     result = generate("ti2v-5B", prompt="a fox in snow", variant="dev", seed=7)  # an MP4 and its sidecar
 
@@ -15,6 +17,7 @@ Every failure raises a `WanError` subclass with a stable `.code` and `.suggestio
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
         Recommendation,
     )
     from wanstudio.engine.progress import GenerationListener
+    from wanstudio.orchestrator.gc import GcReport
 
 __version__ = "0.1.0"
 
@@ -78,6 +82,10 @@ def __getattr__(name: str) -> Any:
         import wanstudio.engine
 
         return getattr(wanstudio.engine, name)
+    if name == "GcReport":  # loads with gc, which a warm ensure never needs
+        from wanstudio.orchestrator.gc import GcReport
+
+        return GcReport
     raise AttributeError(f"module 'wanstudio' has no attribute {name!r}")
 
 __all__ = [
@@ -88,6 +96,7 @@ __all__ = [
     "DownloadProgress",
     "Engine",
     "EnsureResult",
+    "GcReport",
     "GenerationFailedError",
     "GenerationProgress",
     "GenerationRequest",
@@ -121,12 +130,15 @@ __all__ = [
     "WanPaths",
     "check",
     "ensure",
+    "gc",
     "generate",
     "get_wan_paths",
     "load_manifest",
     "model_info",
+    "pin",
     "recommend",
     "status",
+    "unpin",
 ]
 
 
@@ -172,6 +184,41 @@ def check(model_id: str, variant: str | None = None, *, deep: bool = False) -> V
 def get_wan_paths(model_id: str, variant: str | None = None) -> WanPaths:
     """Ensure the variant, then return its folder and each component's folder."""
     return _orchestrator().get_wan_paths(model_id, variant)
+
+
+def gc(
+    dry_run: bool = False,
+    max_bytes: int | str | None = None,
+    ttl: float | str | timedelta | None = None,
+    *,
+    variant: str | None = None,
+) -> "GcReport":
+    """Remove least recently used variants: those unused for longer than `ttl` (seconds, or `"30d"`), then
+    down to `max_bytes` (bytes, or `"500G"`; default WAN_QUOTA_BYTES) and the family quotas, with orphan
+    blobs and day-old leftovers. Pinned variants stay. With `dry_run`, only report what would go."""
+    from wanstudio._units import parse_duration, parse_size
+
+    try:
+        size = parse_size(max_bytes) if isinstance(max_bytes, str) else max_bytes
+    except ValueError as exc:
+        raise InvalidParamsError(f"max_bytes: {exc}", param="max_bytes") from None
+    try:
+        seconds = parse_duration(ttl) if isinstance(ttl, str) else ttl
+    except ValueError as exc:
+        raise InvalidParamsError(f"ttl: {exc}", param="ttl") from None
+    if isinstance(seconds, timedelta):
+        seconds = seconds.total_seconds()
+    return _orchestrator().gc(dry_run=dry_run, max_bytes=size, ttl=seconds, variant=variant)
+
+
+def pin(model_id: str, variant: str | None = None) -> VariantStatus:
+    """Keep the variant (default: the model's default variant) from gc, even before it is downloaded."""
+    return _orchestrator().pin(model_id, variant)
+
+
+def unpin(model_id: str, variant: str | None = None) -> VariantStatus:
+    """Let gc remove the variant again when it is least recently used."""
+    return _orchestrator().pin(model_id, variant, pinned=False)
 
 
 _ENGINES: dict[tuple[str | None, ...], "Engine"] = {}

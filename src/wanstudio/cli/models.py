@@ -1,10 +1,10 @@
-"""`wan models ...`: list, ensure, status, check and lock the models of the manifest."""
+"""`wan models ...`: list, ensure, status, check and lock the models of the manifest; gc, pin and unpin."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
 
 import typer
 
@@ -15,6 +15,11 @@ from wanstudio.config import Settings
 from wanstudio.errors import InvalidParamsError
 from wanstudio.orchestrator.orchestrator import EnsureResult, Orchestrator
 from wanstudio.orchestrator.status import VariantStatus
+
+if TYPE_CHECKING:
+    from wanstudio.orchestrator.gc import GcReport
+
+T = TypeVar("T")
 
 models_app = typer.Typer(help="Get model files onto disk, verified, and see what is there.", no_args_is_help=True)
 
@@ -195,3 +200,106 @@ def _describe_status(item: VariantStatus) -> str:
         details.append(f"    fix: wan models ensure --only {item.id} --variant {item.variant} --force")
     return "\n".join([line, *details])
 
+
+@models_app.command("gc")
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be removed."),
+    max_bytes: Optional[str] = typer.Option(
+        None, "--max-bytes", help="Bring the store under this size, e.g. 500G (default: WAN_QUOTA_BYTES)."
+    ),
+    ttl: Optional[str] = typer.Option(
+        None, "--ttl", help="Remove variants unused for longer than this, e.g. 30d."
+    ),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Consider only variants of this name."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Remove least recently used variants (past --ttl, then down to --max-bytes and the family quotas),
+    unused blobs and stale leftovers. Pinned variants stay; variants in use are skipped."""
+    schema = "wan.models.gc/1"
+    with reporting(schema, as_json):
+        from wanstudio._units import parse_duration, parse_size
+
+        size = _parsed(parse_size, max_bytes, "--max-bytes", "--max-bytes 500G")
+        seconds = _parsed(parse_duration, ttl, "--ttl", "--ttl 30d")
+        report = _orchestrator().gc(dry_run=dry_run, max_bytes=size, ttl=seconds, variant=variant)
+        if as_json:
+            emit_json(schema, report.to_json())
+        else:
+            print(_describe_gc(report, no_limit=size is None and seconds is None))
+
+
+def _parsed(parse: Callable[[str], T], text: str | None, param: str, example: str) -> T | None:
+    """`text` parsed (None when not given), or INVALID_PARAMS naming the option."""
+    try:
+        return parse(text) if text is not None else None
+    except ValueError as exc:
+        raise InvalidParamsError(f"{param} {text!r}: {exc}", param=param, suggestions=[example]) from None
+
+
+def _describe_gc(report: "GcReport", *, no_limit: bool) -> str:
+    import time
+
+    would = "would remove" if report.dry_run else "removed"
+    lines = [f"{'dry run: ' if report.dry_run else ''}{would} {len(report.removed)} variant(s)"]
+    for item in report.removed:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.last_used))
+        size = format_bytes(item.bytes)
+        lines.append(f"    {item.id} [{item.variant}]  {size}  last used {used}  ({item.reason})")
+    for kept in report.kept_pinned:
+        note = f", would go for {kept.would_remove_for}" if kept.would_remove_for else ""
+        lines.append(f"    kept {kept.id} [{kept.variant}]: pinned{note}")
+    for skipped in report.skipped:
+        lines.append(f"    skipped {skipped.id} [{skipped.variant}]: {skipped.reason}")
+    if report.orphan_blobs or report.leftovers:
+        leftover_bytes = format_bytes(sum(x.bytes for x in report.leftovers))
+        lines.append(
+            f"unused blobs: {report.orphan_blobs} ({format_bytes(report.orphan_bytes)}); "
+            f"stale leftovers: {len(report.leftovers)} ({leftover_bytes})"
+        )
+    before, after = format_bytes(report.store_bytes_before), format_bytes(report.store_bytes_after)
+    reclaimed = "would reclaim" if report.dry_run else "reclaimed"
+    lines.append(f"{reclaimed} {format_bytes(report.reclaimed_bytes)}; store: {before} -> {after}")
+    for limit in report.limits:
+        scope = "store" if limit.family is None else f"family {limit.family}"
+        state = "met" if limit.met else "still over: the rest is pinned or in use"
+        size = format_bytes(limit.bytes_after)
+        lines.append(f"{scope} limit {format_bytes(limit.max_bytes)}: {size} ({state})")
+    if no_limit and not report.limits:
+        lines.append("no limit given: only unused blobs and leftovers go (use --ttl or --max-bytes, "
+                     "or set WAN_QUOTA_BYTES / WAN_FAMILY_QUOTAS)")
+    if report.dry_run and report.reclaimed_bytes:
+        lines.append("run the same command without --dry-run to remove them")
+    return "\n".join(lines)
+
+
+@models_app.command("pin")
+def pin(
+    model_id: str = typer.Argument(..., metavar="ID", help="Model to keep."),
+    variant: Optional[str] = VariantOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Keep a variant from gc (it may be pinned before it is downloaded)."""
+    _set_pin("wan.models.pin/1", model_id, variant, True, as_json)
+
+
+@models_app.command("unpin")
+def unpin(
+    model_id: str = typer.Argument(..., metavar="ID", help="Model to release."),
+    variant: Optional[str] = VariantOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Let gc remove a variant again when it is the least recently used."""
+    _set_pin("wan.models.unpin/1", model_id, variant, False, as_json)
+
+
+def _set_pin(schema: str, model_id: str, variant: str | None, pinned: bool, as_json: bool) -> None:
+    with reporting(schema, as_json):
+        orchestrator = _orchestrator()
+        was = orchestrator.status(model_id, variant).pinned
+        item = orchestrator.pin(model_id, variant, pinned=pinned)
+        if as_json:
+            emit_json(schema, {"id": item.id, "variant": item.variant, "pinned": item.pinned,
+                               "changed": was != pinned, "state": item.state, "path": str(item.path)})
+            return
+        note = "" if was != pinned else " (it was already pinned)" if pinned else " (it was not pinned)"
+        print(f"{'pinned' if pinned else 'unpinned'} {item.id} [{item.variant}]{note}; it is {item.state}")

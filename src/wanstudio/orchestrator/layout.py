@@ -5,7 +5,9 @@
     {root}/.wan/partial/{key}.part[.journal]      in-flight downloads and their progress (kept for resume)
     {root}/.wan/tmp/                              staging folders and trash, never read by users
     {root}/.wan/locks/...                         cross-process locks (one per variant, one per blob)
-    {root}/.wan/state/{family}/{model_id}/{variant}.json   what was committed, from where, when
+    {root}/.wan/state/{family}/{model_id}/{variant}.json   what was committed, from where, when; its mtime
+                                                          is the variant's last use (gc: docs/disk.md)
+    {root}/.wan/state/{family}/{model_id}/{variant}.pin    present while the variant is pinned
 """
 
 from __future__ import annotations

@@ -9,11 +9,9 @@ store's record with the manifest and stats the files.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
@@ -31,14 +29,16 @@ from wanstudio.errors import (
     SourceUnavailableError,
     WanError,
 )
-from wanstudio._units import format_bytes
+from wanstudio.observability import ContextThreadPoolExecutor, correlation
 from wanstudio.orchestrator._locks import hold_lock
-from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_manifest
+from wanstudio.orchestrator._warm import WarmEntry
+from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_configured_manifest, load_manifest
 from wanstudio.orchestrator.sources.base import FileRequest, Source
 from wanstudio.orchestrator.status import VariantStatus, expected_files, variant_status, wanted_files
-from wanstudio.orchestrator.store import USE_RECORD_INTERVAL, Store, VariantRecord, committed_files, sha256_of
+from wanstudio.orchestrator.store import Store, VariantRecord, committed_files, sha256_of
 
-if TYPE_CHECKING:  # the warm path (everything present) needs neither: they load on the first download
+if TYPE_CHECKING:  # the warm path (everything present) needs none of them: they load when first used
+    from wanstudio.orchestrator.gc import GcReport
     from wanstudio.orchestrator.sources.hf import HubSource
     from wanstudio.orchestrator.transfer import TransferEngine
 
@@ -115,7 +115,7 @@ class Orchestrator:
         self._store: Store | None = None
         self._transfer: TransferEngine | None = None
         self._transfer_lock = threading.Lock()
-        self._warm_results: dict[tuple[str, str, frozenset[str]], _WarmEntry] = {}
+        self._warm_results: dict[tuple[str, str, frozenset[str]], WarmEntry] = {}
 
     @property
     def manifest(self) -> Manifest:
@@ -123,7 +123,7 @@ class Orchestrator:
         if self._manifest is not None:
             return self._manifest
         if self.settings.manifest_path is not None:
-            return load_manifest(self.settings.manifest_path)
+            return load_configured_manifest(self.settings)  # verifies its signature when one is required
         self._manifest = load_manifest()  # files inside the installed package do not change under us
         return self._manifest
 
@@ -202,7 +202,16 @@ class Orchestrator:
         force: bool = False,
         progress: ProgressListener | None = None,
     ) -> EnsureResult:
-        """Make the variant complete on disk and return where it is; with `force`, re-verify every byte."""
+        """Make the variant complete on disk and return where it is; with `force`, re-verify every byte.
+
+        Everything it logs, from every thread, carries one correlation id (the caller's, or a new one).
+        """
+        with correlation():
+            return self._ensure(model_id, variant, without=without, force=force, progress=progress)
+
+    def _ensure(
+        self, model_id: str, variant: str | None, *, without: Iterable[str], force: bool, progress: ProgressListener | None
+    ) -> EnsureResult:
         manifest = self.manifest
         model = manifest.resolve(model_id)
         chosen = model.variant(variant)
@@ -213,7 +222,8 @@ class Orchestrator:
             if cached is not None and cached.still_valid(manifest):
                 return cached.result
             if warm := self._warm(model, chosen, excluded):
-                self._warm_results[(model.id, chosen.name, excluded)] = _WarmEntry.capture(manifest, warm, store, model)
+                entry = WarmEntry.capture(manifest, warm, store, model)
+                self._warm_results[(model.id, chosen.name, excluded)] = entry
                 return warm
         with hold_lock(
             store.layout.variant_lock(model.family, model.id, chosen.name),
@@ -232,6 +242,28 @@ class Orchestrator:
         model, chosen = self.resolve(model_id, variant)
         components = {c: result.path / c for c in chosen.components if (result.path / c).is_dir()}
         return WanPaths(root=result.path, components=components)
+
+    # -- disk: gc and pins (docs/disk.md) ------------------------------------------------------------------
+
+    def gc(self, *, dry_run: bool = False, max_bytes: int | None = None, ttl: float | None = None,
+           variant: str | None = None) -> "GcReport":
+        """Plan what to remove (LRU past `ttl`, then down to the family quotas and `max_bytes`, by default
+        WAN_QUOTA_BYTES) and, unless `dry_run`, remove it; pinned variants always stay."""
+        from wanstudio.orchestrator.gc import execute_gc, plan_gc
+
+        plan = plan_gc(
+            self.store, self.manifest if variant else None, ttl=ttl, variant=variant,
+            max_bytes=self.settings.quota_bytes if max_bytes is None else max_bytes,
+            family_quotas=self.settings.family_quotas,
+        )
+        self._warm_results.clear()
+        return plan.report() if dry_run else execute_gc(self.store, plan)
+
+    def pin(self, model_id: str, variant: str | None = None, *, pinned: bool = True) -> VariantStatus:
+        """Pin the variant (gc never removes it; it may be pinned before it is downloaded), or unpin it."""
+        model, chosen = self.resolve(model_id, variant)
+        self.store.set_pinned(model, chosen.name, pinned)
+        return variant_status(self.store, model, chosen)
 
     def _excluded_components(self, model: Model, variant: Variant, without: Iterable[str]) -> frozenset[str]:
         excluded = frozenset(without)
@@ -273,43 +305,6 @@ class Orchestrator:
         return EnsureResult(id=model.id, variant=variant.name, path=status.path, warm=True)
 
 
-@dataclass(frozen=True)
-class _WarmEntry:
-    """A warm result and the fingerprint of what it was checked against.
-
-    A repeated ensure in one process trusts the full check made before as long as the manifest object,
-    the variant's state record and its folder are unchanged (two stats): every commit, repair or removal
-    by wanstudio replaces the record or the folder. A file deleted by hand inside a component folder is
-    noticed by the next process, by `status`/`check`, or by a full check once the record is touched again
-    for use tracking (at most every USE_RECORD_INTERVAL seconds).
-    """
-
-    manifest: Manifest
-    result: EnsureResult
-    state_file: str
-    folder: str
-    fingerprint: tuple[int, ...]
-
-    @classmethod
-    def capture(cls, manifest: Manifest, result: EnsureResult, store: Store, model: Model) -> "_WarmEntry":
-        state_file = str(store.layout.state_file(model.family, model.id, result.variant))
-        folder = str(result.path)
-        return cls(manifest, result, state_file, folder, _fingerprint(state_file, folder) or ())
-
-    def still_valid(self, manifest: Manifest) -> bool:
-        return manifest is self.manifest and _fingerprint(self.state_file, self.folder) == self.fingerprint
-
-
-def _fingerprint(state_file: str, folder: str) -> tuple[int, ...] | None:
-    try:
-        state, tree = os.stat(state_file), os.stat(folder)
-    except OSError:
-        return None
-    if time.time() - state.st_mtime > USE_RECORD_INTERVAL:
-        return None  # due for a use record: take the full path, which writes it
-    return (state.st_ino, state.st_mtime_ns, state.st_size, tree.st_ino, tree.st_mtime_ns)
-
-
 def _listed_variant(model: Model) -> str:
     return next((name for name, v in model.variants.items() if v.lists_files), model.default_variant)
 
@@ -348,19 +343,30 @@ class _EnsureRun:
         self._fetch_all(indexes)  # shard indexes first: they decide which shards are needed
         variant = replace(self.variant, files=tuple(map(self._with_digest, self.variant.files)))
         needed = wanted_files(self.store, self.model, variant, self.excluded)  # reads the indexes just fetched
-        self._fetch_all([f for f in needed if not f.is_shard_index])
-        needed = list(map(self._with_digest, needed))
-        present = [f for f in needed if f.sha256 and self.store.has_blob(f.sha256, f.size)]
-        record = VariantRecord(
-            model_id=self.model.id,
-            family=self.model.family,
-            variant=self.variant.name,
-            files=committed_files((f.path, f.size, f.sha256) for f in present if f.sha256),
-            excluded_components=tuple(sorted(self.excluded)),
-            sources=self.downloaded_from,
-            committed_at=time.time(),
-        )
-        path = self.store.commit_variant(self.model, self.variant, record)
+        for last_try in (False, True):
+            self._fetch_all([f for f in map(self._with_digest, needed) if last_try or not f.is_shard_index])
+            needed = list(map(self._with_digest, needed))
+            present = [f for f in needed if f.sha256 and self.store.has_blob(f.sha256, f.size)]
+            record = VariantRecord(
+                model_id=self.model.id,
+                family=self.model.family,
+                variant=self.variant.name,
+                files=committed_files((f.path, f.size, f.sha256) for f in present if f.sha256),
+                excluded_components=tuple(sorted(self.excluded)),
+                sources=self.downloaded_from,
+                committed_at=time.time(),
+            )
+            try:  # a concurrent gc may remove a stored blob before it is linked: fetch it again, once
+                have = {f.path for f in present}
+                if not last_try and any(not f.optional and f.path not in have for f in needed):
+                    raise FileNotFoundError("a stored file went away")
+                path = self.store.commit_variant(self.model, self.variant, record)
+                break
+            except FileNotFoundError:
+                if last_try:
+                    raise
+                log.warning("a stored file of %s [%s] was removed meanwhile (gc?); fetching it again",
+                            self.model.id, self.variant.name)
         log.info("committed %s [%s] at %s", self.model.id, self.variant.name, path)
         return EnsureResult(
             id=self.model.id,
@@ -389,7 +395,7 @@ class _EnsureRun:
         self.bytes_total += sum(f.size for f in todo)
         failures: list[WanError] = []
         workers = min(self.settings.max_concurrent_downloads, len(todo))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wan-fetch") as pool:
+        with ContextThreadPoolExecutor(max_workers=workers, thread_name_prefix="wan-fetch") as pool:
             futures: list[Future[None]] = [pool.submit(self._fetch_one, f) for f in todo]
             try:
                 wait(futures)
@@ -411,19 +417,11 @@ class _EnsureRun:
             raise _combine_failures(self.model, self.variant, failures)
 
     def _preflight(self, files: list[ManifestFile]) -> None:
-        needed = sum(f.size for f in files)
-        root = self.store.layout.root
-        root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(root).free
-        if needed > free:
-            raise NoSpaceError(
-                f"not enough disk space for {self.model.id} [{self.variant.name}]: it needs {format_bytes(needed)} "
-                f"({needed} bytes) more, and {root} has {format_bytes(free)} ({free} bytes) free",
-                suggestions=[
-                    "free space with `wan models gc --dry-run` to see what can go, then `wan models gc`",
-                    "or point MODELS_ROOT at a disk with more room",
-                ],
-            )
+        """QUOTA_EXCEEDED or NO_SPACE before a byte moves (what a resumed download holds counts as there)."""
+        from wanstudio.orchestrator.usage import check_room
+
+        linked = (f.sha256 for f in self.variant.files if f.sha256 and f.component not in self.excluded)
+        check_room(self.store.layout, self.settings, self.model, self.variant.name, files, linked)
 
     def _fetch_one(self, file: ManifestFile) -> None:
         from wanstudio.orchestrator.transfer import Expected

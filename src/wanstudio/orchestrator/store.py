@@ -168,6 +168,20 @@ class Store:
     def is_pinned(self, model: Model, variant: str) -> bool:
         return self.layout.pin_file(model.family, model.id, variant).exists()
 
+    def set_pinned(self, model: Model, variant: str, pinned: bool) -> bool:
+        """Pin (gc never removes the variant) or unpin it; whether that changed anything.
+
+        The pin is a file of its own beside the state record, so a commit that rewrites the record keeps it,
+        and a variant can be pinned before it is downloaded.
+        """
+        path = self.layout.pin_file(model.family, model.id, variant)
+        was = path.exists()
+        if pinned and not was:
+            atomic_write_json(path, {"id": model.id, "variant": variant, "pinned_at": time.time()})
+        elif not pinned:
+            path.unlink(missing_ok=True)
+        return was != pinned
+
     def mark_used(self, model: Model, variant: str) -> None:
         """Record a use of the variant (for least-recently-used eviction) as the state file's mtime."""
         state_file = self.layout.state_file(model.family, model.id, variant)
