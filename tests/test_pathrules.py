@@ -7,7 +7,14 @@ import json
 import pytest
 
 from wanstudio.errors import ManifestInvalidError, PathInvalidError
-from wanstudio.orchestrator._pathrules import case_collisions, path_problem, segment_problem
+from wanstudio.orchestrator._pathrules import (
+    MAX_NAME_BYTES,
+    case_collisions,
+    fold_name,
+    path_problem,
+    segment_problem,
+    windows_device_name,
+)
 from wanstudio.orchestrator.manifest import parse_manifest
 
 SHA = "0f" * 32
@@ -191,3 +198,47 @@ def test_case_collisions() -> None:
     assert case_collisions(["vae/x", "VAE/y"]) == [("vae", "VAE")]
     assert case_collisions(["t/a", "t/B", "t/b"]) == [("t/B", "t/b")]
     assert case_collisions(["x", "X", "x"]) == [("x", "X")]
+
+
+# -- additions: COM0/LPT0, name length, Unicode normalisation ------------------------------------------------
+
+
+@pytest.mark.parametrize("segment", ["COM0", "lpt0.json", "Com0 .txt", "NUL..json", "aux .tar.gz"])
+def test_more_reserved_device_names(segment: str) -> None:
+    assert "reserved on Windows" in (segment_problem(segment) or "")
+
+
+@pytest.mark.parametrize(
+    "segment, device",
+    [("nul.tar.gz", "NUL"), ("COM1 .txt", "COM1"), ("conin$.json", "CONIN$"), ("lpt\u00b3", "LPT\u00b3"),
+     ("console.json", None), ("COM10", None), ("LPT", None), (" CON", None), ("CON-1", None)],
+)
+def test_windows_device_name(segment: str, device: str | None) -> None:
+    assert windows_device_name(segment) == device
+
+
+def test_names_longer_than_255_bytes_are_refused() -> None:
+    assert segment_problem("a" * MAX_NAME_BYTES) is None
+    assert "255 bytes" in (segment_problem("a" * (MAX_NAME_BYTES + 1)) or "")
+    # 128 two-byte characters: 128 characters, but 256 bytes in UTF-8 (the limit ext4 and APFS count in)
+    assert "255 bytes" in (segment_problem("\u00e9" * 128) or "")
+    assert path_problem("vae/" + "x" * 300 + ".json")
+
+
+def test_names_differing_only_in_unicode_normalisation_collide() -> None:
+    nfc, nfd = "caf\u00e9.json", "cafe\u0301.json"
+    assert nfc != nfd
+    assert case_collisions([nfc, nfd]) == [(nfc, nfd)]
+    assert case_collisions([f"t/{nfc}", f"T/{nfd}"]) == [("t", "T")]
+    assert case_collisions(["Stra\u00dfe", "STRASSE"]) == [("Stra\u00dfe", "STRASSE")]  # stricter than NTFS
+
+
+def test_fold_name() -> None:
+    assert fold_name("Config.JSON") == fold_name("config.json")
+    assert fold_name("\u00c9") == fold_name("e\u0301")
+    assert fold_name("a") != fold_name("b")
+
+
+def test_unicode_normalisation_collision_in_a_manifest_is_path_invalid() -> None:
+    with pytest.raises(PathInvalidError):
+        parse_manifest(_manifest("caf\u00e9.json", "cafe\u0301.json"))

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from wanstudio.errors import PathInvalidError
 
 _HOST = socket.gethostname().replace("@", "_").replace("-", "_") or "host"
 
@@ -92,3 +93,66 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
+
+
+# -- symlinks out of the store -------------------------------------------------------------------------------
+
+
+def resolves_outside(path: Path | str, root: Path | str) -> bool:
+    """Whether `path`, every symlink on the way followed, ends outside `root` (itself resolved first).
+
+    `os.path.realpath` resolves as far as the path exists, so a path about to be created is judged by its
+    folders, and a dangling link by where it points. `root` may itself be a symlink (a store moved to
+    another disk); only links below it that lead out count. A symlink loop resolves to itself and counts
+    as inside: opening it fails anyway.
+    """
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    try:
+        return os.path.commonpath([real_root, real]) != real_root
+    except ValueError:  # different drives on Windows
+        return True
+
+
+def require_inside(path: Path, root: Path, *, what: str) -> Path:
+    """`path` itself when it resolves inside `root`; PATH_INVALID when a symlink leads it out of the store.
+
+    The store calls it before following a path it will read, link, write or hash, so that a link planted
+    under MODELS_ROOT (or left by hand) cannot make it hash, publish or overwrite a file elsewhere.
+    """
+    if resolves_outside(path, root):
+        raise PathInvalidError(
+            f"{what}: {path} leads out of the store to {os.path.realpath(path)} through a symbolic link; "
+            "the store does not follow links out of MODELS_ROOT",
+            suggestions=[
+                f"remove the link (the store keeps real files and folders under {root})",
+                "to keep models on another disk, point MODELS_ROOT there (MODELS_ROOT itself may be a link)",
+            ],
+        )
+    return path
+
+
+def escaping_links(folder: Path, root: Path) -> list[str]:
+    """The `/`-separated paths, relative to `folder`, of the symlinks in its tree that resolve outside `root`.
+
+    One directory walk that follows no link, and one `realpath` per link found: committed variant folders
+    hold hard links, so this costs a `scandir` per folder. `folder` itself, when it leads out, is `.`.
+    """
+    if resolves_outside(folder, root):
+        return ["."]
+    found: list[str] = []
+    pending = [(str(folder), "")]
+    while pending:
+        current, prefix = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            relative = prefix + entry.name
+            if entry.is_symlink():
+                if resolves_outside(entry.path, root):
+                    found.append(relative)
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, relative + "/"))
+    return sorted(found)
