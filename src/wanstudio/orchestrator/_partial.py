@@ -72,9 +72,9 @@ class PartialDownload:
         self.ranges = ranges
         self.resumed_bytes = resumed_bytes
         self.label = label
-        self._buffered_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._buffered_fd = os.open(data_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         self._direct_fd = _open_direct(data_path)
-        self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         if resumed_bytes == 0:
             self._allocate()
             self._write_journal()
@@ -175,12 +175,16 @@ class PartialDownload:
         )
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+"""A symlink planted at a download's path (a shared store) must not redirect its writes elsewhere."""
+
+
 def _open_direct(path: Path) -> int | None:
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return None
     try:
-        return os.open(path, os.O_WRONLY | flag)
+        return os.open(path, os.O_WRONLY | flag | _NOFOLLOW)
     except OSError:
         return None  # tmpfs and some network filesystems refuse direct I/O
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from wanstudio.orchestrator._fsutil import owner_of, process_alive, unique_name
-from wanstudio.orchestrator._locks import describe_holder
+from wanstudio.orchestrator._locks import describe_holder, try_lock
 from wanstudio.orchestrator.layout import StoreLayout
 from wanstudio.orchestrator.usage import Leftover, RecordedVariant, allocated, entries
 
 if TYPE_CHECKING:
-    from filelock import FileLock
+    from wanstudio.orchestrator._locks import OsLock
 
 log = logging.getLogger("wanstudio.gc")
 
@@ -117,14 +117,6 @@ def _quietly(remove: Callable[[Path], None], path: Path) -> bool:
         return False
 
 
-def _try_lock(path: Path) -> "FileLock | None":
+def _try_lock(path: Path) -> "OsLock | None":
     """The lock at `path` if it is free now, else None: gc never waits for a process that is working."""
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), thread_local=False)
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        return None
-    return lock
+    return try_lock(path)

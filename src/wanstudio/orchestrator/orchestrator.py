@@ -30,6 +30,7 @@ from wanstudio.errors import (
     WanError,
 )
 from wanstudio.observability import ContextThreadPoolExecutor, correlation
+from wanstudio.orchestrator._fsutil import require_inside, resolves_outside
 from wanstudio.orchestrator._locks import hold_lock
 from wanstudio.orchestrator._warm import WarmEntry
 from wanstudio.orchestrator.manifest import Manifest, ManifestFile, Model, Variant, load_configured_manifest, load_manifest
@@ -225,6 +226,9 @@ class Orchestrator:
                 entry = WarmEntry.capture(manifest, warm, store, model)
                 self._warm_results[(model.id, chosen.name, excluded)] = entry
                 return warm
+        layout = store.layout
+        for own in (layout.locks, layout.blobs, layout.partial, layout.tmp, layout.meta / "state"):
+            require_inside(own, layout.root, what="the store's own folders")
         with hold_lock(
             store.layout.variant_lock(model.family, model.id, chosen.name),
             timeout=self.settings.lock_timeout,
@@ -384,7 +388,8 @@ class _EnsureRun:
         if self.force:
             for file in files:
                 if file.sha256 and self.store.blob_size(file.sha256) is not None:
-                    if sha256_of(self.store.layout.blob(file.sha256)) != file.sha256:
+                    blob = self.store.layout.blob(file.sha256)
+                    if resolves_outside(blob, self.store.layout.root) or sha256_of(blob) != file.sha256:
                         log.warning("discarding damaged copy of %s in the store", file.path)
                         self.store.discard_blob(file.sha256)
         todo = [f for f in files if not (f.sha256 and self.store.has_blob(f.sha256, f.size))]

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from wanstudio.orchestrator._fsutil import resolves_outside
 from wanstudio.orchestrator._shards import needed_files
 from wanstudio.orchestrator.manifest import ManifestFile, Model, Variant
-from wanstudio.orchestrator.store import Store, VariantRecord, sha256_of
+from wanstudio.orchestrator.store import Store, VariantRecord, hash_files
 
 State = Literal["complete", "partial", "missing", "corrupt"]
 
@@ -96,17 +97,31 @@ def variant_status(
     missing: list[str] = []
     corrupt: list[str] = []
     bytes_present = 0
+    sizes: dict[str, int | None] = {}
+    targets: dict[str, Path] = {}
     for file in wanted:
         if committed:
-            size = _size(folder / file.path)
+            targets[file.path] = folder / file.path
+            sizes[file.path] = _size(targets[file.path])
         else:
-            size = store.blob_size(file.sha256) if file.sha256 else None
+            if file.sha256:
+                targets[file.path] = store.layout.blob(file.sha256)
+            sizes[file.path] = store.blob_size(file.sha256) if file.sha256 else None
+    digests: dict[Path, str | None] = {}
+    if deep:  # every file of the right size, at once; never one that a symlink leads out of the store
+        root = store.layout.root
+        digests = hash_files([
+            targets[f.path] for f in wanted
+            if f.sha256 is not None and sizes[f.path] == f.size and not resolves_outside(targets[f.path], root)
+        ])
+    for file in wanted:
+        size = sizes[file.path]
         if size is None:
             if not file.optional:
                 missing.append(file.path)
             continue
         bad = size != file.size or (
-            deep and file.sha256 is not None and sha256_of(folder / file.path if committed else store.layout.blob(file.sha256)) != file.sha256
+            deep and file.sha256 is not None and digests.get(targets[file.path]) != file.sha256
         )
         if bad:
             corrupt.append(file.path)
