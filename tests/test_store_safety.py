@@ -63,3 +63,22 @@ def test_the_variant_lock_is_a_posix_record_lock(mirror: Path, manifest_path: Pa
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def test_blobs_are_read_only_and_state_records_hold_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    manifest = tmp_path / "models.toml"
+    write_model(mirror, manifest, {"weights.bin": b"w" * 1000, "config.json": b"{}"})
+    monkeypatch.setenv("WAN_LOCAL_MIRROR", str(mirror))
+    monkeypatch.setenv("WAN_MODELS_MANIFEST", str(manifest))
+    monkeypatch.setenv("WAN_SOURCES", "local")
+    monkeypatch.setenv("HF_TOKEN", "hf_neverWrittenToTheStore0123")
+    path = wanstudio.ensure("toy")
+    root = Path(os.environ["MODELS_ROOT"])
+    for blob in (root / ".wan" / "blobs").rglob("*"):
+        if blob.is_file():
+            assert blob.stat().st_mode & 0o222 == 0, blob
+    assert (path / "weights.bin").stat().st_mode & 0o222 == 0  # the variant's file is the blob itself
+    for record in (root / ".wan" / "state").rglob("*.json"):
+        assert record.stat().st_mode & 0o002 == 0
+        assert "hf_neverWrittenToTheStore0123" not in record.read_text()
