@@ -43,7 +43,7 @@ from pathlib import Path
 from _report import machine_basics, markers, write_section
 
 from wanstudio.config import ENVIRONMENT_VARIABLES as WAN_VARIABLES
-from wanstudio.orchestrator.platform_paths import lock_scope
+from wanstudio.orchestrator._posix_locks import lock_scope
 from wanstudio.orchestrator.store import sha256_of
 
 SECTION = "check-deep"

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from wanstudio.orchestrator import platform_paths
-from wanstudio.orchestrator.platform_paths import LockingUnsupportedError, PosixLock, posix_lock
+from wanstudio.orchestrator import _posix_locks
+from wanstudio.orchestrator._posix_locks import LockingUnsupportedError, PosixLock, posix_lock
 
 COUNTER_WORKER = """
 import os, sys, time
 from pathlib import Path
-from wanstudio.orchestrator.platform_paths import PosixLock
+from wanstudio.orchestrator._posix_locks import PosixLock
 
 lock_path, counter, inside = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 rounds, use_lock, ready, start = int(sys.argv[4]), sys.argv[5] == "1", Path(sys.argv[6]), Path(sys.argv[7])
@@ -52,7 +52,7 @@ print(overlaps)
 HOLDER = """
 import sys, time
 from pathlib import Path
-from wanstudio.orchestrator.platform_paths import PosixLock
+from wanstudio.orchestrator._posix_locks import PosixLock
 
 lock = PosixLock(sys.argv[1])
 assert lock.acquire(timeout=30)
@@ -239,7 +239,7 @@ def test_a_failed_attempt_in_another_thread_does_not_drop_the_holders_lock(tmp_p
     thread.start()
     thread.join()
     probe = _python(
-        "import sys; from wanstudio.orchestrator.platform_paths import PosixLock; "
+        "import sys; from wanstudio.orchestrator._posix_locks import PosixLock; "
         "print(PosixLock(sys.argv[1]).acquire(timeout=0))",
         lock_path,
     )
@@ -308,11 +308,11 @@ def test_a_filesystem_without_posix_locks_is_a_clear_error(
 
 
 def test_gates_are_forgotten_once_unused(tmp_path: Path) -> None:
-    before = len(platform_paths._GATE._gates)
+    before = len(_posix_locks._GATE._gates)
     for index in range(20):
         with posix_lock(tmp_path / f"{index}.lock", timeout=1):
             pass
-    assert len(platform_paths._GATE._gates) == before
+    assert len(_posix_locks._GATE._gates) == before
 
 
 # -- the facts the choice rests on ---------------------------------------------------------------------------

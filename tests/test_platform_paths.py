@@ -13,12 +13,11 @@ import pytest
 
 from wanstudio.errors import PathInvalidError
 from wanstudio.orchestrator._fsutil import escaping_links, require_inside, resolves_outside
+from wanstudio.orchestrator._posix_locks import classify_locking, lock_scope
 from wanstudio.orchestrator.platform_paths import (
     MAX_PATH,
     UncPath,
-    classify_locking,
     is_unc,
-    lock_scope,
     needs_long_path,
     parse_unc,
     strip_long_path_prefix,

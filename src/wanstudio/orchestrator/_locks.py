@@ -82,14 +82,14 @@ def os_lock(lock_path: Path) -> OsLock:
     """The OS lock on `lock_path`: a POSIX record lock, or filelock's on Windows."""
     if os.name == "nt":
         return _FileLockAdapter(lock_path)
-    from wanstudio.orchestrator.platform_paths import PosixLock
+    from wanstudio.orchestrator._posix_locks import PosixLock
 
     return PosixLock(lock_path)
 
 
 def _acquire(lock: OsLock, lock_path: Path, timeout: float, poll_interval: float) -> tuple[bool, OsLock]:
     """Try `lock` for `timeout` seconds; on a filesystem refusing POSIX locks, filelock's lock instead."""
-    from wanstudio.orchestrator.platform_paths import LockingUnsupportedError
+    from wanstudio.orchestrator._posix_locks import LockingUnsupportedError
 
     try:
         return lock.acquire(timeout, poll_interval=poll_interval), lock
