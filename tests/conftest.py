@@ -56,6 +56,17 @@ class CliResult:
         return json.loads(self.stdout)
 
 
+def as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that must see Ctrl-C as a user's terminal sends it.
+
+    A test runner started in the background of a non-interactive shell (as CI may be) inherits SIGINT
+    ignored, and so would its children: restore the default so that Python turns SIGINT into Ctrl-C.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_wan(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
     """Run the real `wan` program in a subprocess with the current environment (plus `env`)."""
     completed = subprocess.run(

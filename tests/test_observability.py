@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import run_wan, sha256_hex, write_model
+from conftest import as_in_a_terminal, run_wan, sha256_hex, write_model
 from fakehub import FakeHub
 from wanstudio.config import Settings
 from wanstudio.observability import (
@@ -234,6 +234,7 @@ def test_serve_metrics_serves_the_registry_over_http_until_stopped(models_root: 
     process = subprocess.Popen(
         [sys.executable, "-m", "wanstudio", "models", "serve-metrics", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=os.environ.copy(),
+        preexec_fn=as_in_a_terminal,
     )
     try:
         line = _read_line(process.stderr, 30)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import run_wan, sha256_hex, write_model
+from conftest import as_in_a_terminal, run_wan, sha256_hex, write_model
 from fakehub import FakeHub
 
 REPO = "Wan-AI/Toy"
@@ -324,15 +324,11 @@ def test_no_secret_in_any_output_of_a_debug_run(hub: FakeHub, tmp_path: Path) ->
 
 
 def _start_ensure(env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`wan models ensure` in the background, with Ctrl-C (SIGINT) handled as in a terminal.
-
-    A test runner started in the background of a non-interactive shell inherits SIGINT ignored, and so
-    would the child: restore the default so that the child sees Ctrl-C as a user's terminal sends it.
-    """
+    """`wan models ensure` in the background, with Ctrl-C (SIGINT) handled as in a terminal."""
     return subprocess.Popen(
         [sys.executable, "-m", "wanstudio", "models", "ensure", "--only", "toy", "--json"],
         env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=as_in_a_terminal,
     )
 
 
