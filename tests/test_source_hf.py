@@ -124,6 +124,7 @@ def test_lock_writes_sizes_digests_and_the_commit(hub: FakeHub, tmp_path: Path, 
     assert variant["hf"]["revision"] == commit
     recorded = {f["path"]: (f["size"], f["sha256"]) for f in variant["files"]}
     assert recorded == {p: (len(d), sha256_hex(d)) for p, d in FILES.items() if not p.endswith(".md")}
+    assert "sign it again" not in result.stderr  # nothing was signed
     # The locked manifest needs no Hub: a mirror with the same files serves it, verified by sha256.
     mirror = tmp_path / "mirror" / "test" / "toy@1.0.0" / "bf16"
     for path, data in FILES.items():
@@ -134,6 +135,15 @@ def test_lock_writes_sizes_digests_and_the_commit(hub: FakeHub, tmp_path: Path, 
                       env={"WAN_MODELS_MANIFEST": str(locked_path), "WAN_SOURCES": "local", "WAN_LOCAL_MIRROR": str(tmp_path / "mirror")})
     assert offline.returncode == 0, offline.stderr
     assert offline.json["results"][0]["sources"] == {"local": 4}
+
+
+def test_lock_says_when_it_leaves_a_signature_stale(hub: FakeHub, tmp_path: Path) -> None:
+    hub.add_repo(REPO, FILES)
+    hub_listed_model(tmp_path)
+    (tmp_path / "models.toml.sig").write_text("ed25519 0000000000000000 AAAA\n")
+    result = run_wan("models", "lock", "toy")
+    assert result.returncode == 0, result.stderr
+    assert "sign it again with `wan models sign`" in result.stderr
 
 
 def test_lock_refuses_to_change_the_packaged_manifest(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from wanstudio.errors import InvalidParamsError, ManifestInvalidError
 from wanstudio.orchestrator._fsutil import unique_name
 from wanstudio.orchestrator.manifest import ManifestFile, Model, Variant, packaged_manifest_path, parse_manifest
+from wanstudio.orchestrator.signing import signature_path
 from wanstudio.orchestrator.orchestrator import Orchestrator
 from wanstudio.orchestrator.sources import FileRequest
 from wanstudio.orchestrator.transfer import Expected
@@ -123,3 +124,6 @@ def _write(document: dict[str, Any], target: Path) -> None:
     staging = target.with_name(f".{target.name}.{unique_name('lock')}")
     staging.write_text(text, encoding="utf-8")
     staging.replace(target)
+    if signature_path(target).exists():
+        log.warning("%s changed, so its signature %s no longer matches it: sign it again with `wan models sign`",
+                    target, signature_path(target))

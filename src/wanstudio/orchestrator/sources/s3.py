@@ -66,6 +66,9 @@ class S3Source:
             ) from None
         size = int(head.get("ContentLength", -1))
         if size != request.file.size:
+            from wanstudio.observability import metrics
+
+            metrics.checksum_failure(self.name)
             raise ChecksumFailError(
                 f"{request.label} is {size} bytes at {where}, where the manifest expects {request.file.size}; "
                 "not downloaded",
