@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from wanstudio._secrets import display_url, mask, register_secret
+from wanstudio._secrets import display_url, mask
 from wanstudio._units import format_bytes
 
 if TYPE_CHECKING:
@@ -150,20 +150,13 @@ def _s3(settings: "Settings", manifest: "Manifest | None") -> Check:
     name = "source:s3"
     if not settings.s3_url:
         return Check(name, True, "skipped: WAN_S3_URL is not set")
-    from wanstudio.orchestrator.sources.s3 import parse_s3_url
-
-    bucket, _ = parse_s3_url(settings.s3_url)
-    import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    session = boto3.session.Session()
-    credentials = session.get_credentials()
-    if credentials is not None:
-        frozen = credentials.get_frozen_credentials()
-        register_secret(frozen.secret_key)
-        register_secret(frozen.token)
-    client = session.client("s3", config=Config(
+    from wanstudio.orchestrator.sources.s3 import parse_s3_url, s3_client
+
+    bucket, _ = parse_s3_url(settings.s3_url)
+    client = s3_client(Config(
         connect_timeout=TIMEOUT_SECONDS, read_timeout=TIMEOUT_SECONDS, retries={"total_max_attempts": 1}))
     where = f"s3://{bucket} at {client.meta.endpoint_url}"
     try:

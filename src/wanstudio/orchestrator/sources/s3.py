@@ -23,9 +23,11 @@ from wanstudio.orchestrator.sources.base import FileRequest, RemoteObject
 
 PRESIGN_SECONDS = 6 * 3600
 _AUTH_STEPS = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for an identity that may read the bucket",
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for an identity that may read the "
+    "bucket",
     "for MinIO or another S3-compatible store, set AWS_ENDPOINT_URL to its address",
 )
+_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 
 
@@ -56,7 +58,9 @@ class S3Source:
             head = client.head_object(**params)
             url = client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
         except NoCredentialsError:
-            raise AuthFailError(f"source s3 has no AWS credentials to read {where}", suggestions=list(_AUTH_STEPS)) from None
+            raise AuthFailError(
+                f"source s3 has no AWS credentials to read {where}", suggestions=list(_AUTH_STEPS)
+            ) from None
         except ClientError as exc:
             raise _client_error(exc, where, request.label) from None
         except BotoCoreError as exc:
@@ -70,30 +74,37 @@ class S3Source:
 
             metrics.checksum_failure(self.name)
             raise ChecksumFailError(
-                f"{request.label} is {size} bytes at {where}, where the manifest expects {request.file.size}; "
+                f"{request.label} is {size} bytes at {where}, "
+                f"where the manifest expects {request.file.size}; "
                 "not downloaded",
-                suggestions=["the store holds a different file than the manifest describes: fix the store or the manifest"],
+                suggestions=[
+                    "the store holds a different file than the manifest describes: fix the store or the manifest"
+                ],
             )
         return RemoteObject(url, _sse_headers(self._sse), auth_suggestions=_AUTH_STEPS)
 
     def client(self) -> Any:
-        """One boto3 client per source (boto3 clients are thread-safe); its secret is registered for masking."""
+        """One boto3 client per source (boto3 clients are thread-safe)."""
         with self._lock:
             if self._client is None:
-                import boto3
                 from botocore.config import Config
 
-                session = boto3.session.Session()
-                credentials = session.get_credentials()
-                if credentials is not None:
-                    frozen = credentials.get_frozen_credentials()
-                    register_secret(frozen.secret_key)
-                    register_secret(frozen.token)
-                self._client = session.client(
-                    "s3",
-                    config=Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}),
-                )
+                retries = {"mode": "standard", "max_attempts": 3}
+                self._client = s3_client(Config(signature_version="s3v4", retries=retries))
             return self._client
+
+
+def s3_client(config: Any) -> Any:
+    """A boto3 S3 client from the standard AWS chain; its secret key and token are registered for masking."""
+    import boto3
+
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        register_secret(frozen.secret_key)
+        register_secret(frozen.token)
+    return session.client("s3", config=config)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -111,13 +122,14 @@ def _client_error(exc: Any, where: str, label: str) -> Exception:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
         return SourceUnavailableError(f"source s3 has no {label} (looked for {where})")
-    if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+    if status in (401, 403) or code in _REFUSED:
         return AuthFailError(f"source s3 refused access to {where} for {label} ({code or status})",
                              suggestions=list(_AUTH_STEPS))
     if status in (429, 503) or code in _THROTTLED:
         return RateLimitError(f"source s3 kept throttling {where} for {label} ({code or status})",
                               suggestions=["wait a few minutes and run the command again"])
-    return SourceUnavailableError(f"source s3 failed to find {where} for {label}: {code or status} {error.get('Message', '')}")
+    detail = f"{code or status} {error.get('Message', '')}".strip()
+    return SourceUnavailableError(f"source s3 failed to find {where} for {label}: {detail}")
 
 
 def _sse_customer_params(key: str | None) -> dict[str, str]:
