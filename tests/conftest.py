@@ -13,6 +13,8 @@ import pytest
 
 from wanstudio.config import ENVIRONMENT_VARIABLES as WAN_VARIABLES
 
+pytest_plugins = ("wanserver",)  # the `wan_server` fixture: a real `wan serve` subprocess
+
 
 UNREACHABLE_ENDPOINT = "http://127.0.0.1:9"
 """The discard port on loopback: nothing listens, so a test that falls through to the Hub fails at once."""
@@ -36,6 +38,7 @@ def models_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MODELS_ROOT", str(root))
     monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_ENDPOINT)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("WAN_DATA_DIR", str(tmp_path / "server-data"))  # wan serve: jobs and videos
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

@@ -22,7 +22,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.max_concurrent_downloads == DEFAULT_MAX_CONCURRENT_DOWNLOADS >= 1
     assert settings.lock_timeout == DEFAULT_LOCK_TIMEOUT_SECONDS > 0
     assert settings.quota_bytes is None and dict(settings.family_quotas) == {}
-    assert settings.log_format == "text"
+    assert settings.log_format is None  # each program picks its own: text for the CLI, json for serve
     assert settings.require_signed_manifest is False
     assert Settings() == settings
 

@@ -38,6 +38,12 @@ CONTRACT_ERRORS: dict[str, tuple[int, int | None]] = {
     "OUT_OF_MEMORY": (31, 507),
     "GENERATION_FAILED": (32, 500),
     "CANCELLED": (33, None),
+    # The server's codes (the last paragraph of section 7); their exit codes are ours to choose.
+    "UNAUTHORIZED": (40, 401),
+    "NOT_FOUND": (41, 404),
+    "NOT_READY": (42, 409),
+    "PAYLOAD_TOO_LARGE": (43, 413),
+    "QUEUE_FULL": (44, 429),
 }
 
 # Exit codes CONTRACT section 5 gives to other outcomes: success, usage error, incomplete/corrupt.

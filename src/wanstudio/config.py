@@ -25,6 +25,10 @@ DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_DOWNLOAD_PART_SIZE = 2 * 2**30
 DEFAULT_DOWNLOAD_STALL_TIMEOUT_SECONDS = 30.0
 DEFAULT_DOWNLOAD_RETRIES = 5
+DEFAULT_QUEUE_MAX = 100
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
+DEFAULT_JOB_RETENTION_SECONDS = 7 * 86400.0
+DEFAULT_RESULTS_MAX_BYTES = 50 * 2**30
 
 
 ENVIRONMENT_VARIABLES = (
@@ -47,6 +51,13 @@ ENVIRONMENT_VARIABLES = (
     "WAN_DOWNLOAD_STALL_TIMEOUT",
     "WAN_DOWNLOAD_RETRIES",
     "WAN_S3_SSE_CUSTOMER_KEY",
+    "WAN_DATA_DIR",
+    "WAN_API_KEYS",
+    "WAN_QUEUE_MAX",
+    "WAN_MAX_UPLOAD_BYTES",
+    "WAN_JOB_RETENTION",
+    "WAN_RESULTS_MAX_BYTES",
+    "XDG_DATA_HOME",
     "HF_ENDPOINT",
     "HF_TOKEN",
     "HF_HUB_CACHE",
@@ -72,8 +83,8 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
     quota_bytes: int | None = None
     family_quotas: Mapping[str, int] = field(default_factory=dict)
-    log_level: str = "WARNING"
-    log_format: str = "text"
+    log_level: str | None = None  # None: unset, so each program's default (WARNING for the CLI, INFO for serve)
+    log_format: str | None = None  # None: unset, so each program's default (text for the CLI, json for serve)
     require_signed_manifest: bool = False
     trusted_keys: tuple[Path | str, ...] = ()
     """Public keys a manifest signature may come from: a Path is a key file or a folder of them, a str one
@@ -87,6 +98,13 @@ class Settings:
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
     hf_token: str | None = field(default=None, repr=False)
     hf_cache_dir: Path = field(default_factory=lambda: Path("~/.cache/huggingface/hub").expanduser())
+    # The server (`wan serve`): where jobs, uploads and videos live, who may call it, and how much it keeps.
+    data_dir: Path = field(default_factory=lambda: Path("~/.local/share/wanstudio").expanduser())
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    queue_max: int = DEFAULT_QUEUE_MAX
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    job_retention: float = DEFAULT_JOB_RETENTION_SECONDS
+    results_max_bytes: int = DEFAULT_RESULTS_MAX_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -126,8 +144,8 @@ class Settings:
             lock_timeout=convert("WAN_LOCK_TIMEOUT", parse_duration, DEFAULT_LOCK_TIMEOUT_SECONDS),
             quota_bytes=convert("WAN_QUOTA_BYTES", parse_size, None),
             family_quotas=convert("WAN_FAMILY_QUOTAS", _family_quotas, {}),
-            log_level=(values["WAN_LOG_LEVEL"] or "WARNING").upper(),
-            log_format=(values["WAN_LOG_FORMAT"] or "text").lower(),
+            log_level=values["WAN_LOG_LEVEL"].upper() or None,
+            log_format=values["WAN_LOG_FORMAT"].lower() or None,
             require_signed_manifest=values["WAN_REQUIRE_SIGNED_MANIFEST"] in ("1", "true", "yes"),
             trusted_keys=parse_trusted_keys(values["WAN_TRUSTED_KEYS"]),
             device=convert("WAN_DEVICE", _device, "auto"),
@@ -139,6 +157,12 @@ class Settings:
             hf_endpoint=(values["HF_ENDPOINT"] or DEFAULT_HF_ENDPOINT).rstrip("/"),
             hf_token=values["HF_TOKEN"] or None,
             hf_cache_dir=path("HF_HUB_CACHE") or (path("HF_HOME") or Path("~/.cache/huggingface").expanduser()) / "hub",
+            data_dir=path("WAN_DATA_DIR") or (path("XDG_DATA_HOME") or Path("~/.local/share").expanduser()) / "wanstudio",
+            api_keys=_api_keys(values["WAN_API_KEYS"]),
+            queue_max=convert("WAN_QUEUE_MAX", _positive_int, DEFAULT_QUEUE_MAX),
+            max_upload_bytes=convert("WAN_MAX_UPLOAD_BYTES", parse_size, DEFAULT_MAX_UPLOAD_BYTES),
+            job_retention=convert("WAN_JOB_RETENTION", parse_duration, DEFAULT_JOB_RETENTION_SECONDS),
+            results_max_bytes=convert("WAN_RESULTS_MAX_BYTES", parse_size, DEFAULT_RESULTS_MAX_BYTES),
         )
 
     def require_models_root(self) -> Path:
@@ -177,6 +201,16 @@ def parse_trusted_keys(text: str) -> tuple[Path | str, ...]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         entries.append(item if is_inline_key(item) else Path(item).expanduser().absolute())
     return tuple(entries)
+
+
+def _api_keys(text: str) -> tuple[str, ...]:
+    """WAN_API_KEYS: comma-separated keys; each is masked in logs and errors from the moment it is read."""
+    from wanstudio._secrets import register_secret
+
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    for key in keys:
+        register_secret(key)
+    return keys
 
 
 def _positive_int(text: str) -> int:

@@ -19,7 +19,14 @@ The hierarchy, one class per code; built-in bases let callers catch what they al
      ├── InvalidParamsError        INVALID_PARAMS       (ValueError)
      ├── OutOfMemoryError          OUT_OF_MEMORY        (MemoryError)
      ├── GenerationFailedError     GENERATION_FAILED
-     └── JobCancelledError         CANCELLED
+     ├── JobCancelledError         CANCELLED
+     │   the server's own (CONTRACT section 7, last paragraph):
+     ├── UnauthorizedError         UNAUTHORIZED         (PermissionError)
+     ├── VideoNotFoundError        NOT_FOUND            (LookupError)
+     ├── NotReadyError             NOT_READY
+     ├── PayloadTooLargeError      PAYLOAD_TOO_LARGE    (ValueError)
+     ├── QueueFullError            QUEUE_FULL
+     └── InternalError             INTERNAL_ERROR       (an unexpected server failure; added code)
 
 Each error carries a message that names the model, file, source or parameter, the ``suggestions`` that tell
 the user what to do next, and for downloads the ``attempts`` made on each source.
@@ -159,6 +166,30 @@ class JobCancelledError(WanError):
     code, exit_code, http_status = "CANCELLED", 33, None
 
 
+class UnauthorizedError(WanError, PermissionError):
+    code, exit_code, http_status = "UNAUTHORIZED", 40, 401
+
+
+class VideoNotFoundError(WanError, LookupError):
+    code, exit_code, http_status = "NOT_FOUND", 41, 404
+
+
+class NotReadyError(WanError):
+    code, exit_code, http_status = "NOT_READY", 42, 409
+
+
+class PayloadTooLargeError(WanError, ValueError):
+    code, exit_code, http_status = "PAYLOAD_TOO_LARGE", 43, 413
+
+
+class QueueFullError(WanError):
+    code, exit_code, http_status = "QUEUE_FULL", 44, 429
+
+
+class InternalError(WanError):
+    code, exit_code, http_status = "INTERNAL_ERROR", 45, 500
+
+
 ERRORS_BY_CODE: dict[str, type[WanError]] = {
     cls.code: cls
     for cls in (
@@ -179,5 +210,11 @@ ERRORS_BY_CODE: dict[str, type[WanError]] = {
         OutOfMemoryError,
         GenerationFailedError,
         JobCancelledError,
+        UnauthorizedError,
+        VideoNotFoundError,
+        NotReadyError,
+        PayloadTooLargeError,
+        QueueFullError,
+        InternalError,
     )
 }

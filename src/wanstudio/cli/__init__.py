@@ -10,6 +10,7 @@ import typer
 from wanstudio.cli import observe, trust  # noqa: F401  (they add their commands to `wan models`)
 from wanstudio.cli.generate import generate
 from wanstudio.cli.models import models_app
+from wanstudio.cli.serve import serve
 from wanstudio.config import Settings
 from wanstudio.errors import WanError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.command("generate")(generate)
+app.command("serve")(serve)
 
 
 @app.callback()
@@ -34,7 +36,7 @@ def _root(
         settings = Settings.from_env()
     except WanError:  # the command itself reports bad settings, with their exit code
         settings = Settings()
-    configure_logging("DEBUG" if verbose else settings.log_level, settings.log_format)
+    configure_logging("DEBUG" if verbose else settings.log_level or "WARNING", settings.log_format or "text")
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
