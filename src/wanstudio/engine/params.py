@@ -159,7 +159,7 @@ def _size(defaults: Defaults, limits: Limits, request: GenerationRequest, image:
     for name, value in (("width", width), ("height", height)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidParamsError(f"{name} must be a whole number of pixels {where}", param="size")
-    nearest = _nearest_size(width, height, limits)
+    nearest = nearest_size(width, height, limits)
     if (width, height) != nearest:
         m = limits.size_multiple
         raise InvalidParamsError(
@@ -172,7 +172,8 @@ def _size(defaults: Defaults, limits: Limits, request: GenerationRequest, image:
     return width, height
 
 
-def _nearest_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
+def nearest_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
+    """The valid size closest to width x height, keeping the aspect ratio (the server maps `size` with it)."""
     width, height = max(width, 1), max(height, 1)
     # Shrink to the side and pixel limits first, both sides together, so that the aspect ratio holds.
     scale = min(1.0, limits.max_side / max(width, height), math.sqrt(limits.max_pixels / (width * height)))
@@ -194,7 +195,7 @@ def _nearest_size(width: int, height: int, limits: Limits) -> tuple[int, int]:
 def size_for_aspect(aspect: float, area: int, limits: Limits) -> tuple[int, int]:
     """The valid size nearest to `area` pixels with the given width/height ratio (for input images)."""
     height = math.sqrt(area / aspect)
-    return _nearest_size(round(height * aspect), round(height), limits)
+    return nearest_size(round(height * aspect), round(height), limits)
 
 
 def _frames(value: Any, default: int, limits: Limits, where: str) -> int:

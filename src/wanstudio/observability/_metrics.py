@@ -23,6 +23,10 @@ LockKind = Literal["variant", "blob"]
 DOWNLOAD_SECONDS_BUCKETS = (0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
 # Usually no wait at all; otherwise as long as another process's download (WAN_LOCK_TIMEOUT, 1 h by default).
 LOCK_WAIT_SECONDS_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0)
+# A denoising step: tens of milliseconds (a dev model on a CPU) to a minute (a 14B expert streamed from RAM).
+STEP_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# A whole generation: seconds (dev) to an hour (720p, 121 frames, 40 steps on a consumer GPU).
+GENERATION_SECONDS_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
 
 
 class MetricSpec(NamedTuple):
@@ -57,7 +61,14 @@ ERRORS = MetricSpec(
     "wan_errors", "Errors reported to a user or client, by error code (CONTRACT section 7).",
     ("code",), "counter")
 
-SPECS = (DOWNLOAD_BYTES, DOWNLOAD_SECONDS, FILES_VERIFIED, CHECKSUM_FAILURES, RETRIES, LOCK_WAIT, ERRORS)
+STEP_SECONDS = MetricSpec(
+    "wan_step_seconds", "Seconds per denoising step, by model.", ("model",), "histogram", STEP_SECONDS_BUCKETS)
+GENERATION_SECONDS = MetricSpec(
+    "wan_generation_seconds", "Seconds from the start of a job's run to its end, by model and outcome "
+    "(completed, failed, cancelled).", ("model", "status"), "histogram", GENERATION_SECONDS_BUCKETS)
+
+SPECS = (DOWNLOAD_BYTES, DOWNLOAD_SECONDS, FILES_VERIFIED, CHECKSUM_FAILURES, RETRIES, LOCK_WAIT, ERRORS,
+         STEP_SECONDS, GENERATION_SECONDS)
 
 
 # Plain classes rather than dataclasses: this module is imported on the warm path, and each dataclass
@@ -125,6 +136,15 @@ class Metrics:
     def error(self, code: str) -> None:
         """An error with this code (CONTRACT section 7) was reported."""
         self._add(ERRORS, (code,), 1)
+
+    def steps(self, model: str, seconds: "list[float]") -> None:
+        """A generation with `model` ran denoising steps that took these `seconds` each."""
+        for value in seconds:
+            self._observe(STEP_SECONDS, (model,), value)
+
+    def generation(self, model: str, status: str, seconds: float) -> None:
+        """A job with `model` ended with `status` after running for `seconds`."""
+        self._observe(GENERATION_SECONDS, (model, status), seconds)
 
     # -- reading ----------------------------------------------------------------------------------------------
 
