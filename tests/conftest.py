@@ -46,6 +46,20 @@ def models_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def isolated_env(folder: Path, **extra: str) -> dict[str, str]:
+    """The environment for a process of its own (a `wan serve` shared by a module): the machine's, scrubbed
+    as the `models_root` fixture does, with a fresh store, data folder and Hub cache under `folder`, and one
+    CPU worker."""
+    env = {name: value for name, value in os.environ.items() if name not in (*WAN_VARIABLES, *_MACHINE_CREDENTIALS)}
+    env.update(MODELS_ROOT=str(folder / "models"), WAN_DATA_DIR=str(folder / "data"), WAN_DEVICE="cpu",
+               HF_ENDPOINT=UNREACHABLE_ENDPOINT, HF_HUB_CACHE=str(folder / "hf-cache"),
+               PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring", AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE=str(folder / "no-aws-config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(folder / "no-aws-credentials"))
+    env.update(extra)
+    return env
+
+
 class CliResult:
     """A finished `wan` process: exit code, output, and the JSON document when --json was given."""
 

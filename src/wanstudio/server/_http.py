@@ -44,9 +44,18 @@ FORM_OVERHEAD_BYTES = 1 << 20
 """Room for the other fields and the multipart framing of a create request, above the image limit."""
 
 
+def error_object(error: WanError) -> dict[str, Any]:
+    """The pinned error object, wherever an error is shown: a response, a failed job, a download event
+    (with the sources tried, for a download)."""
+    document: dict[str, Any] = {"code": error.code, "message": error.message, "param": error.param,
+                                "suggestions": error.suggestions}
+    if error.attempts:
+        document["attempts"] = [attempt.to_dict() for attempt in error.attempts]
+    return document
+
+
 def error_body(error: WanError) -> dict[str, Any]:
-    return {"error": {"code": error.code, "message": error.message, "param": error.param,
-                      "suggestions": error.suggestions}}
+    return {"error": error_object(error)}
 
 
 def error_response(error: WanError) -> JSONResponse:

@@ -10,10 +10,10 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from wanstudio.errors import InvalidParamsError, NotReadyError, VideoNotFoundError
+from wanstudio.errors import InvalidParamsError, ModelNotFoundError, NotReadyError, VideoNotFoundError
 from wanstudio.server.jobstore import CANCELLED, COMPLETED, FAILED
 from wanstudio.server.state import State, require_api_key
-from wanstudio.server.video_request import fields_from_form, parse_video_request
+from wanstudio.server.video_request import as_api_error, fields_from_form, parse_video_request
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["videos"])
 
@@ -40,7 +40,7 @@ async def create_video(request: Request, state: State) -> dict[str, Any]:
     elif content_type.startswith("application/json") or not content_type:
         try:
             fields = json.loads(await request.body() or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nesting too deep too
             raise InvalidParamsError(f"the request body is not valid JSON: {exc}",
                                      suggestions=["send a JSON object such as {\"prompt\": \"...\"}"]) from None
         if not isinstance(fields, dict):
@@ -51,9 +51,12 @@ async def create_video(request: Request, state: State) -> dict[str, Any]:
         raise InvalidParamsError(f"unsupported content type {content_type!r}",
                                  suggestions=["send application/json or multipart/form-data"])
     settings = state.settings
-    parsed = await run_in_threadpool(parse_video_request, fields, upload, state.orchestrator.manifest,
-                                     max_upload_bytes=settings.max_upload_bytes, from_form=from_form)
-    job = await run_in_threadpool(state.queue.submit, parsed, request.scope["state"].get("request_id"))
+    try:
+        parsed = await run_in_threadpool(parse_video_request, fields, upload, state.orchestrator.manifest,
+                                         max_upload_bytes=settings.max_upload_bytes, from_form=from_form)
+        job = await run_in_threadpool(state.queue.submit, parsed, request.scope["state"].get("request_id"))
+    except (InvalidParamsError, ModelNotFoundError) as error:
+        raise as_api_error(error)
     return state.queue.video(job)
 
 
@@ -65,7 +68,11 @@ def list_videos(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
     """Videos, newest first (or oldest with order=asc), a page at a time: pass `after` = the last id seen."""
-    jobs, more = state.store.list(limit=limit, after=after, newest_first=order == "desc")
+    try:
+        jobs, more = state.store.list(limit=limit, after=after, newest_first=order == "desc")
+    except VideoNotFoundError as error:
+        error.param = "after"  # the cursor, not a path's id
+        raise
     data = [state.queue.video(job) for job in jobs]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": more}

@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
         summary="WAN 2.2 video generation behind an OpenAI-compatible Videos API.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    # An image may come inline as base64 in JSON, a third larger than the file itself.
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES)
     app.add_exception_handler(WanError, wan_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)

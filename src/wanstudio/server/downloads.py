@@ -16,6 +16,7 @@ from typing import Any
 from wanstudio.errors import InternalError, WanError
 from wanstudio.observability import correlation
 from wanstudio.orchestrator.orchestrator import DownloadProgress, Orchestrator
+from wanstudio.server._http import error_object
 from wanstudio.server.events import EventHub
 
 log = logging.getLogger("wanstudio.server")
@@ -67,7 +68,7 @@ class DownloadReporter:
         self.events.publish("model.download.completed", data)
 
     def failed(self, error: WanError) -> None:
-        self.events.publish("model.download.failed", {**(self.latest or self._empty()), "error": error.to_dict()})
+        self.events.publish("model.download.failed", {**(self.latest or self._empty()), "error": error_object(error)})
 
     def _empty(self) -> dict[str, Any]:
         return {"model": self.model, "variant": self.variant, "file": None, "bytes_done": 0, "bytes_total": 0,

@@ -26,11 +26,12 @@ from wanstudio.config import Settings
 from wanstudio.engine import CancelToken, Engine, GenerationProgress, GenerationRequest
 from wanstudio.errors import GenerationFailedError, InternalError, JobCancelledError, WanError
 from wanstudio.observability import correlation, metrics
+from wanstudio.server._http import error_object
 from wanstudio.server.downloads import DownloadReporter
 from wanstudio.server.events import EventHub
 from wanstudio.server.jobstore import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, QUEUED, Job, JobStore, is_job_id
 from wanstudio.server.video_object import video_object
-from wanstudio.server.video_request import ParsedVideoRequest
+from wanstudio.server.video_request import ParsedVideoRequest, as_api_error
 
 log = logging.getLogger("wanstudio.server")
 
@@ -122,8 +123,8 @@ class JobQueue:
         return job
 
     def video(self, job: Job) -> dict[str, Any]:
-        with self._lock:
-            live = dict(self._live[job.id]) if job.id in self._live else None
+        with self._lock:  # a job cancelled while it runs shows the progress it was cancelled at, not its wind-down
+            live = dict(self._live[job.id]) if job.id in self._live and job.status == IN_PROGRESS else None
         return video_object(job, live, self.settings.job_retention)
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -132,10 +133,12 @@ class JobQueue:
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job now, a running one at its next step; a finished job is left as it is."""
         job = self.store.get(job_id)
-        error = {"code": "CANCELLED", "message": "cancelled by a client", "param": None, "suggestions": []}
+        error = error_object(JobCancelledError("cancelled by a client", suggestions=["submit the request again to run it"]))
         if job.status in (QUEUED, IN_PROGRESS):
-            updated = self.store.finish(job_id, CANCELLED, error=error, only_from=(QUEUED, IN_PROGRESS))
-            with self._lock:
+            with self._lock:  # together with `_run`'s check, so that a job claimed just now is stopped too
+                live = dict(self._live[job_id]) if job_id in self._live else None
+                updated = self.store.finish(job_id, CANCELLED, error=error, only_from=(QUEUED, IN_PROGRESS),
+                                            progress=live)
                 token = self._tokens.get(job_id)
             if token is not None:
                 token.cancel("cancelled by a client")
@@ -152,7 +155,9 @@ class JobQueue:
         self.store.delete(job_id)
         self._remove_files(job_id)
         log.info("deleted %s", job_id)
-        return {"id": job_id, "object": "video.deleted", "deleted": True}
+        deleted = {"id": job_id, "object": "video.deleted", "deleted": True}
+        self.events.publish("video.deleted", deleted)
+        return deleted
 
     def output_path(self, job_id: str) -> Path:
         if not is_job_id(job_id):
@@ -181,6 +186,11 @@ class JobQueue:
         with self._lock:
             self._tokens[job.id] = token
             self._live[job.id] = listener.state
+            # A stop or a cancel that came between the claim and now found no token to cancel.
+            if self._stopping.is_set():
+                token.cancel(_SHUTDOWN_REASON)
+            elif (current := self._find(job.id)) is None or current.status != IN_PROGRESS:
+                token.cancel("cancelled by a client")
         started = time.monotonic()
         with correlation(job.request_id):
             log.info("running %s (attempt %d): %s [%s]", job.id, job.attempts, job.model, job.variant)
@@ -214,7 +224,7 @@ class JobQueue:
             result = {key: result[key] for key in ("metrics", "warnings", "device", "dtype", "memory_profile")}
         if error is not None:
             metrics.error(error.code)
-        updated = self.store.finish(job.id, status, result=result, error=error.to_dict() if error else None,
+        updated = self.store.finish(job.id, status, result=result, error=error_object(as_api_error(error)) if error else None,
                                     progress=self._live.get(job.id))
         metrics.generation(job.model, status, time.monotonic() - started)
         if updated is None:  # cancelled or deleted by a client while it ran: its files are not wanted
@@ -251,7 +261,7 @@ class JobQueue:
                     f"{job.id} was interrupted {job.attempts} times by the server stopping while it ran",
                     suggestions=["check the server log for crashes (out of memory?) around this job's request id",
                                  "submit the request again, perhaps with a smaller size or fewer frames"])
-                self.store.finish(job.id, FAILED, error=error.to_dict())
+                self.store.finish(job.id, FAILED, error=error_object(error))
                 log.warning("%s failed: interrupted %d times", job.id, job.attempts)
 
     def sweep(self) -> None:
@@ -313,6 +323,8 @@ class _JobListener:
     def __call__(self, report: GenerationProgress) -> None:
         now = time.monotonic()
         stage_changed = report.stage != self.state["stage"]
+        if report.stage == "denoising" and stage_changed:  # the first step is timed from here
+            self._last_step = (0, report.elapsed_seconds)
         if report.stage == "denoising" and report.step and (self._last_step is None or report.step > self._last_step[0]):
             if self._last_step is not None:
                 self.step_seconds.append(report.elapsed_seconds - self._last_step[1])
@@ -339,7 +351,12 @@ class _JobListener:
             self.queue.store.save_progress(self.job.id, state)
         if stage_changed or now - self._last_event >= EVENT_INTERVAL_SECONDS or report.step == report.total_steps:
             self._last_event = now
-            self.queue.events.publish("video.progress", self.queue.video(self.queue.store.get(self.job.id)))
+            try:
+                job = self.queue.store.get(self.job.id)
+            except WanError:  # deleted while it runs: its cancellation arrives at the next step
+                return
+            if job.status == IN_PROGRESS:  # not once cancelled: `video.cancelled` was its last event
+                self.queue.events.publish("video.progress", self.queue.video(job))
 
     def _replace(self, state: dict[str, Any]) -> None:
         with self.queue._lock:

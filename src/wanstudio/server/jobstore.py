@@ -155,8 +155,10 @@ class JobStore:
             return self._get(db, row["id"])
 
     def save_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        """Record a running job's progress (a job cancelled meanwhile keeps the progress it stopped at)."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+            self._db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = ?",
+                             (json.dumps(progress), job_id, IN_PROGRESS))
 
     def finish(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
                error: dict[str, Any] | None = None, progress: dict[str, Any] | None = None,

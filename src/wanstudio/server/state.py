@@ -65,9 +65,9 @@ def _check_models(orchestrator: Orchestrator) -> None:
     """Size-check every committed variant once at start-up, so that a damaged model is reported before a
     job trips on it (a deep sha256 check stays `wan models check --deep`)."""
     for status in orchestrator.statuses():
-        if status.state in ("corrupt", "partial"):
-            log.warning("%s [%s] is %s on disk: repair it with `wan models ensure --only %s --variant %s --force`",
-                        status.id, status.variant, status.state, status.id, status.variant)
+        if status.state == "corrupt":  # (partial is an unfinished download: the next ensure resumes it)
+            log.warning("%s [%s] is corrupt on disk: repair it with `wan models ensure --only %s --variant %s --force`",
+                        status.id, status.variant, status.id, status.variant)
 
 
 class _JobsCollector:

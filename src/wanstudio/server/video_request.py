@@ -17,12 +17,13 @@ import base64
 import binascii
 import difflib
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from wanstudio.engine.params import GenerationRequest, nearest_size, parse_size_text
 from wanstudio.engine.registry import family_for, spec_of
-from wanstudio.errors import InvalidParamsError, PayloadTooLargeError
+from wanstudio.errors import InvalidParamsError, PayloadTooLargeError, WanError
 from wanstudio.orchestrator.manifest import Manifest
 
 DEFAULT_MODEL = "ti2v-5B"
@@ -32,6 +33,8 @@ _INT_FIELDS = ("num_inference_steps", "num_frames", "fps", "seed")
 _FLOAT_FIELDS = ("guidance_scale",)
 _TEXT_FIELDS = ("model", "prompt", "variant", "negative_prompt", "size")
 KNOWN_FIELDS = (*_TEXT_FIELDS, "seconds", "input_reference", *_INT_FIELDS, *_FLOAT_FIELDS, "loras")
+_API_FIELDS = {"steps": "num_inference_steps", "frames": "num_frames", "image": "input_reference"}
+_CLI_FLAG = re.compile(r"--([a-z][a-z_-]*) ")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,18 @@ def fields_from_form(items: list[tuple[str, Any]]) -> dict[str, Any]:
             {"name": name, **({"weight": lora_weights[i]} if lora_weights else {})} for i, name in enumerate(lora_names)
         ]
     return fields
+
+
+def as_api_error(error: WanError) -> WanError:
+    """`error` in the API's words: the engine and the manifest name the CLI's parameters and flags (param
+    `steps`, "--frames 9"), while an API caller sent fields (`num_inference_steps`, `num_frames`)."""
+    if error.param is not None:
+        error.param = _API_FIELDS.get(error.param, error.param)
+    error.suggestions = [
+        _CLI_FLAG.sub(lambda flag: _API_FIELDS.get(flag[1], flag[1].replace("-", "_")) + "=", text)
+        for text in error.suggestions
+    ]
+    return error
 
 
 def parse_video_request(
