@@ -57,6 +57,7 @@ ENVIRONMENT_VARIABLES = (
     "WAN_MAX_UPLOAD_BYTES",
     "WAN_JOB_RETENTION",
     "WAN_RESULTS_MAX_BYTES",
+    "WAN_ALLOW_MOCK",
     "XDG_DATA_HOME",
     "HF_ENDPOINT",
     "HF_TOKEN",
@@ -105,6 +106,8 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     job_retention: float = DEFAULT_JOB_RETENTION_SECONDS
     results_max_bytes: int = DEFAULT_RESULTS_MAX_BYTES
+    # A job whose model cannot be obtained or run gives a test pattern marked `mock` instead of an error.
+    allow_mock: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -163,6 +166,7 @@ class Settings:
             max_upload_bytes=convert("WAN_MAX_UPLOAD_BYTES", parse_size, DEFAULT_MAX_UPLOAD_BYTES),
             job_retention=convert("WAN_JOB_RETENTION", parse_duration, DEFAULT_JOB_RETENTION_SECONDS),
             results_max_bytes=convert("WAN_RESULTS_MAX_BYTES", parse_size, DEFAULT_RESULTS_MAX_BYTES),
+            allow_mock=values["WAN_ALLOW_MOCK"].lower() in ("1", "true", "yes"),
         )
 
     def require_models_root(self) -> Path:

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from wanstudio.cli import observe, trust  # noqa: F401  (they add their commands to `wan models`)
+from wanstudio.cli.doctor import doctor
 from wanstudio.cli.generate import generate
 from wanstudio.cli.models import models_app
 from wanstudio.cli.serve import serve
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.command("generate")(generate)
+app.command("doctor")(doctor)
 app.command("serve")(serve)
 
 

@@ -31,7 +31,13 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed; the same seed and parameters give the same video."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="MP4 file or folder (default: a new file here)."),
     memory_profile: Optional[str] = typer.Option(
-        None, "--memory-profile", help="resident, model_offload or sequential_offload (default: chosen for the GPU)."
+        None, "--memory-profile",
+        help="resident, model_offload, group_offload, fp8_group_offload or sequential_offload, fastest to leanest "
+             "(default: the fastest that fits this machine; see wan doctor).",
+    ),
+    allow_fallback: bool = typer.Option(
+        False, "--allow-fallback", help="When nothing fits, make the video with a lighter model of the family "
+                                        "(e.g. ti2v-5B for an A14B model); the output says so."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (progress goes to stderr)."),
 ) -> None:
@@ -54,6 +60,7 @@ def generate(
             seed=seed,
             output=output,
             memory_profile=memory_profile,
+            allow_fallback=allow_fallback,
         ).with_size(size)
         engine = Engine()
         job = engine.prepare(request)  # bad input fails here, before any download or load
@@ -65,11 +72,16 @@ def generate(
         for warning in result.warnings:
             sys.stderr.write(f"warning: {warning}\n")
         metrics = result.metrics
+        if result.mock:
+            print("MOCK: the file below is a synthetic test pattern, not a generated video (WAN_ALLOW_MOCK=1)")
+        elif result.fallback is not None:
+            print(f"made with {result.fallback.to_model} instead of {result.fallback.from_model}: {result.fallback.reason}")
         print(
             f"{result.output}  ({result.params.width}x{result.params.height}, {result.params.num_frames} frames at "
             f"{result.params.fps} fps, seed {result.params.seed}; {metrics.elapsed_seconds:.1f} s, "
             f"peak RAM {format_bytes(metrics.peak_rss_bytes)}"
             + (f", peak VRAM {format_bytes(metrics.peak_vram_bytes)}" if metrics.peak_vram_bytes else "")
+            + (f"; {result.placement.memory_profile} on {result.placement.device}" if not result.mock else "")
             + ")"
         )
 

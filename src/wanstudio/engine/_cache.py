@@ -50,6 +50,23 @@ class PipelineCache:
                 return entry, False
         return entry, True
 
+    def discard(self, key: Hashable) -> None:
+        """Forget `key`'s pipeline (one that ran out of memory is in an unknown state); the caller frees memory."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def make_room(self) -> None:
+        """Before loading a model that is not cached: unload the least recently used ones until it fits the
+        capacity, so that the old and the new model are never in memory together (a GPU holds one)."""
+        with self._lock:
+            loaded = [k for k, entry in self._entries.items() if entry.value is not None]
+            evicted = loaded[: max(len(loaded) - max(self.capacity, 1) + 1, 0)]
+            for key in evicted:
+                log.info("unloading %s to make room", key)
+                self._entries.pop(key)
+        if evicted:
+            _release_memory()
+
     def __contains__(self, key: Hashable) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.value is not None

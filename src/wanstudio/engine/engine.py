@@ -1,8 +1,13 @@
 """One generation, end to end: validate -> ensure the files -> load (cached) -> denoise -> decode -> MP4.
 
 The engine owns everything around a family plugin: parameter validation against the plugin's spec,
-the model files (through the orchestrator, which also records the use for GC), device and memory
-profile, the pipeline cache, progress and cancellation, error categories, and the MP4 with its sidecar.
+the model files (through the orchestrator, which also records the use for GC), device and memory plan,
+the pipeline cache, progress and cancellation, error categories, and the MP4 with its sidecar.
+
+When memory runs out, the job is retried once with the next leaner memory profile (a warning says so);
+when that fails too, or nothing could fit, it is OUT_OF_MEMORY, or, if the request allows it, the job
+runs on a lighter model of the family (``fallback`` on the result). With WAN_ALLOW_MOCK=1, a job whose
+model could not be obtained or run gives a test pattern marked ``mock`` instead of an error.
 """
 
 from __future__ import annotations
@@ -11,15 +16,26 @@ import errno
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from wanstudio.config import Settings
+from wanstudio.engine import _recovery
 from wanstudio.engine._cache import PipelineCache
 from wanstudio.engine._resources import PeakMemory
 from wanstudio.engine.family import GenerationParams, ModelFamily, ModelSpec, Placement
-from wanstudio.engine.memory import check_profile, detect_device, placement_for
+from wanstudio.engine.hardware import free_vram, ram_budget
+from wanstudio.engine.memory import (
+    Footprint,
+    MemoryPlan,
+    Workload,
+    check_profile,
+    detect_device,
+    dtype_for,
+    leaner_profile,
+    plan_memory,
+)
 from wanstudio.engine.params import GenerationRequest, resolve_params
 from wanstudio.engine.progress import CancelToken, GenerationListener, ProgressTracker
 from wanstudio.engine.registry import family_for, spec_of
@@ -46,6 +62,8 @@ class PreparedJob:
     warnings: tuple[str, ...]
     output: Path
     memory_profile: str | None = None
+    allow_fallback: bool = False
+    request: GenerationRequest | None = None  # as asked: a fallback resolves it again for another model
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,9 @@ class GenerationResult:
     placement: Placement
     metrics: GenerationMetrics
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    plan: MemoryPlan | None = None  # None for a mock video
+    fallback: _recovery.Fallback | None = None  # set when a lighter model made the video (allow_fallback)
+    mock: bool = False  # a test pattern, not a generated video (WAN_ALLOW_MOCK=1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,8 +116,11 @@ class GenerationResult:
             "device": self.placement.device,
             "dtype": self.placement.dtype,
             "memory_profile": self.placement.memory_profile,
+            "memory_plan": self.plan.to_json() if self.plan else None,
             "metrics": self.metrics.to_json(),
             "warnings": list(self.warnings),
+            "fallback": self.fallback.to_json() if self.fallback else None,
+            "mock": self.mock,
         }
 
 
@@ -108,7 +132,8 @@ class Engine:
         self.orchestrator = orchestrator or Orchestrator(self.settings)
         self.cache = PipelineCache(self.settings.pipeline_cache_size)
         self._device: str | None = None
-        self._auto_placements: dict[tuple[str, str, str], Placement] = {}
+        # The plan each (model, variant, folder, asked profile) was loaded with: see _plan.
+        self._plans: dict[tuple[str, str, str, str | None], MemoryPlan] = {}
 
     @property
     def device(self) -> str:
@@ -124,7 +149,21 @@ class Engine:
         params, warnings = resolve_params(spec, request, model_id=model.id, variant=variant.name)
         check_profile(request.memory_profile)
         output = _output_path(request.output, model, params.seed)
-        return PreparedJob(model, variant, family, spec, params, tuple(warnings), output, request.memory_profile)
+        return PreparedJob(model, variant, family, spec, params, tuple(warnings), output, request.memory_profile,
+                           bool(request.allow_fallback), request)
+
+    def plan(self, job: PreparedJob, *, profile: str | None = None) -> MemoryPlan:
+        """The memory plan `job` would get now (`profile` or the job's own, else the automatic choice)."""
+        device = self.device
+        dtype = dtype_for(job.variant.dtype, device)
+        params = job.params
+        return plan_memory(
+            job.spec,
+            Footprint.of(job.spec, job.variant, dtype),
+            Workload.of(job.spec, params.width, params.height, params.num_frames),
+            device=device, dtype=dtype, vram_budget=free_vram(device), ram_budget=ram_budget(),
+            profile=profile or job.memory_profile,
+        )
 
     def generate(
         self,
@@ -135,17 +174,64 @@ class Engine:
     ) -> GenerationResult:
         """Make the video; raises CANCELLED, OUT_OF_MEMORY, GENERATION_FAILED or an orchestrator error."""
         job = request if isinstance(request, PreparedJob) else self.prepare(request)
-        model, variant, params = job.model, job.variant, job.params
         cancel = cancel or CancelToken()
-        tracker = ProgressTracker(model.id, variant.name, params.steps, progress)
+        tracker = ProgressTracker(job.model.id, job.variant.name, job.params.steps, progress)
+        try:
+            return self._generate(job, tracker, cancel, progress)
+        except WanError as error:
+            if not self.settings.allow_mock or error.code not in _recovery.MOCKABLE:
+                raise
+            _recovery.drop_traceback(error)
+            return self._mock(job, tracker, error)
+
+    def _generate(self, job: PreparedJob, tracker: ProgressTracker, cancel: CancelToken,
+                  progress: GenerationListener | None, fallback: _recovery.Fallback | None = None) -> GenerationResult:
+        model, variant = job.model, job.variant
         tracker.enter("ensuring")
         folder = self.orchestrator.ensure(model.id, variant.name, progress=tracker.download).path
         cancel.raise_if_cancelled(model.id)
 
+        plan = self._plan(job, folder)
+        warnings = list(job.warnings)
+        if not plan.fits:
+            if job.allow_fallback and job.memory_profile is None:
+                lighter = self._fallback(job, tracker, cancel, progress, warnings,
+                                         f"{model.id} does not fit: {plan.reason}")
+                if lighter is not None:
+                    return lighter
+            warnings.append(f"{plan.profile} may not fit this machine ({plan.reason}); trying it anyway")
+        tried: list[str] = []
+        while True:
+            try:
+                return self._attempt(job, folder, plan, tracker, cancel, warnings, fallback)
+            except OutOfMemoryError as error:
+                detail = _recovery.first_line(error)
+                _recovery.drop_traceback(error)
+            tried.append(plan.profile)
+            self._forget(job, folder, plan)
+            log.warning("%s [%s] ran out of memory with %s: %s", model.id, variant.name, plan.profile, detail)
+            leaner = leaner_profile(plan.profile) if len(tried) == 1 else None
+            if leaner is None:
+                if job.allow_fallback:
+                    lighter = self._fallback(job, tracker, cancel, progress, warnings,
+                                             f"{model.id} ran out of memory with {' and '.join(tried)}")
+                    if lighter is not None:
+                        return lighter
+                raise _recovery.out_of_memory(job, tried, detail)
+            plan = self._plan(job, folder, profile=leaner)
+            if job.memory_profile is None:  # later automatic jobs keep to the profile that fitted, while it is cached
+                self._plans[(model.id, variant.name, str(folder), None)] = plan
+            warnings.append(f"ran out of memory with memory profile {tried[-1]} ({detail}); "
+                            f"retried with the leaner {leaner}")
+            tracker.step, tracker.step_seconds = 0, []
+
+    def _attempt(self, job: PreparedJob, folder: Path, plan: MemoryPlan, tracker: ProgressTracker, cancel: CancelToken,
+                 warnings: list[str], fallback: _recovery.Fallback | None) -> GenerationResult:
+        """Load (or reuse) the pipeline for `plan` and make the video once."""
+        model, variant, params = job.model, job.variant, job.params
         tracker.enter("loading")
-        placement = self._placement(job, folder)
-        key = (model.id, variant.name, str(folder), placement)
-        entry, cached = self.cache.get_or_load(key, lambda: self._load(job, folder, placement))
+        placement = plan.placement
+        entry, cached = self.cache.get_or_load(self._key(job, folder, plan), lambda: self._load(job, folder, placement))
         cancel.raise_if_cancelled(model.id)
 
         memory = PeakMemory(placement.device)
@@ -177,30 +263,75 @@ class Engine:
             pipeline_cached=cached,
         )
         sidecar = job.output.with_suffix(".json")
-        result = GenerationResult(job.output, sidecar, model.id, variant.name, params, placement, metrics, job.warnings)
+        result = GenerationResult(job.output, sidecar, model.id, variant.name, params, placement, metrics,
+                                  tuple(warnings), plan, fallback)
         with _writing(sidecar):
             atomic_write_json(sidecar, _sidecar_document(result))
         log.info("%s [%s] wrote %s in %.1f s (seed %d, %s on %s)", model.id, variant.name, job.output,
                  metrics.elapsed_seconds, params.seed, placement.memory_profile, placement.device)
         return result
 
-    def _placement(self, job: PreparedJob, folder: Path) -> Placement:
-        """The requested profile, or the one already loaded for this variant, or the fastest that fits.
+    def _plan(self, job: PreparedJob, folder: Path, *, profile: str | None = None) -> MemoryPlan:
+        """The plan loaded for this model and profile while it stays cached, else a new one.
 
-        Once a model is resident its own weights fill the GPU, so choosing again from the free VRAM would
-        pick a leaner profile and load a second copy: an automatic choice sticks while it stays cached.
+        Once a model is resident its own weights fill the GPU, so planning again from the free VRAM would
+        pick a leaner profile and load a second copy: a plan sticks while its pipeline stays cached. A new
+        one is made after unloading what must go to make room, so that the free VRAM it reads is real.
         """
-        params, variant = job.params, job.variant
-        loaded = self._auto_placements.get((job.model.id, variant.name, str(folder)))
-        if job.memory_profile is None and loaded is not None and (job.model.id, variant.name, str(folder), loaded) in self.cache:
-            return loaded
-        placement = placement_for(
-            job.spec, variant.dtype, self.device, job.memory_profile, params.width, params.height, params.num_frames,
-            _free_vram(self.device),
-        )
-        if job.memory_profile is None:
-            self._auto_placements[(job.model.id, variant.name, str(folder))] = placement
-        return placement
+        asked = profile or job.memory_profile
+        known_key = (job.model.id, job.variant.name, str(folder), asked)
+        known = self._plans.get(known_key)
+        if known is not None and self._key(job, folder, known) in self.cache:
+            return known
+        self.cache.make_room()
+        plan = self.plan(job, profile=asked)
+        self._plans[known_key] = plan
+        log.info("%s [%s]: memory profile %s (%s)", job.model.id, job.variant.name, plan.profile, plan.reason)
+        return plan
+
+    def _key(self, job: PreparedJob, folder: Path, plan: MemoryPlan) -> tuple[Any, ...]:
+        return (job.model.id, job.variant.name, str(folder), plan.placement)
+
+    def _forget(self, job: PreparedJob, folder: Path, plan: MemoryPlan) -> None:
+        """Drop the pipeline that ran out of memory and give its memory back before the next attempt."""
+        self.cache.discard(self._key(job, folder, plan))
+        for key in [k for k, p in self._plans.items() if p == plan]:
+            del self._plans[key]
+        _recovery.release_memory(plan.device)
+
+    def _fallback(self, job: PreparedJob, tracker: ProgressTracker, cancel: CancelToken,
+                  progress: GenerationListener | None, warnings: list[str], reason: str) -> GenerationResult | None:
+        """Run the job on the lighter model of the family (the request allowed it); None when there is none."""
+        found = _recovery.lighter_model(self.orchestrator, job)
+        if found is None:
+            return None
+        model, variant = found
+        lighter = self.prepare(_recovery.fallback_request(job, model, variant, spec_of(family_for(model), model).limits))
+        note = f"fell back from {job.model.id} to {model.id} [{variant.name}] (allow_fallback): {reason}"
+        log.warning("%s", note)
+        lighter = replace(lighter, warnings=(*warnings, note, *lighter.warnings))
+        next_tracker = ProgressTracker(model.id, variant.name, lighter.params.steps, progress)
+        next_tracker.started = tracker.started
+        return self._generate(lighter, next_tracker, cancel, progress, _recovery.Fallback(job.model.id, model.id, reason))
+
+    def _mock(self, job: PreparedJob, tracker: ProgressTracker, error: WanError) -> GenerationResult:
+        """The test pattern of WAN_ALLOW_MOCK=1 in place of the video the model could not make."""
+        from wanstudio.engine._mock import mock_frames
+
+        params = job.params
+        note = (f"MOCK VIDEO: a synthetic test pattern, not made by {job.model.id} [{job.variant.name}], which "
+                f"could not run ({error.code}: {error.message}); WAN_ALLOW_MOCK=1 allows this")
+        log.warning("%s", note)
+        tracker.enter("encoding")
+        _write_output(mock_frames(params.width, params.height, params.num_frames), job)
+        tracker.enter("done")
+        metrics = GenerationMetrics(time.perf_counter() - tracker.started, None, tracker.stage_seconds, 0, None, False)
+        sidecar = job.output.with_suffix(".json")
+        result = GenerationResult(job.output, sidecar, job.model.id, job.variant.name, params,
+                                  Placement("cpu", "float32", "none"), metrics, (*job.warnings, note), mock=True)
+        with _writing(sidecar):
+            atomic_write_json(sidecar, _sidecar_document(result))
+        return result
 
     def _load(self, job: PreparedJob, folder: Path, placement: Placement) -> Any:
         with _plugin_errors(job, "loading"):
@@ -227,8 +358,10 @@ def _plugin_errors(job: PreparedJob, activity: str) -> Iterator[None]:
     except WanError:
         raise
     except Exception as exc:
-        if _is_out_of_memory(exc):
-            raise _out_of_memory(job) from exc
+        if _recovery.is_out_of_memory(exc):
+            raise OutOfMemoryError(
+                f"{job.model.id} [{job.variant.name}] ran out of memory while {activity}: {_recovery.first_line(exc)}"
+            ) from exc
         raise GenerationFailedError(
             f"{job.model.id} [{job.variant.name}] failed while {activity}: {type(exc).__name__}: {str(exc)[:500]}",
             suggestions=[
@@ -257,45 +390,6 @@ def _writing(path: Path) -> Iterator[None]:
             f"could not write {path}: {exc.strerror or exc}",
             suggestions=["check that the folder exists and is writable, or choose another with --output"],
         ) from exc
-
-
-def _free_vram(device: str) -> int | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    free, _total = torch.cuda.mem_get_info()
-    return int(free)
-
-
-def _is_out_of_memory(exc: Exception) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _out_of_memory(job: PreparedJob) -> OutOfMemoryError:
-    params = job.params
-    smaller = [s for s in job.spec.trained_sizes if s[0] * s[1] < params.width * params.height]
-    suggestions = []
-    if smaller:
-        suggestions.append(f"a smaller size: --size {smaller[-1][0]}x{smaller[-1][1]}")
-    suggestions.append(f"fewer frames than {params.num_frames}: --frames {max(job.spec.limits.min_frames, params.num_frames // 2 // 4 * 4 + 1)}")
-    suggestions.append("a leaner memory profile: --memory-profile sequential_offload")
-    if job.spec.experts > 1:
-        suggestions.append("the 5B model: --model ti2v-5B (fits consumer GPUs)")
-    return OutOfMemoryError(
-        f"{job.model.id} [{job.variant.name}] ran out of memory at {params.width}x{params.height}, "
-        f"{params.num_frames} frames",
-        suggestions=suggestions,
-    )
 
 
 def _output_path(requested: Path | None, model: Model, seed: int) -> Path:

@@ -68,6 +68,8 @@ class ModelSpec:
     other_parameters: int = 0  # text encoder, VAE and the rest
     experts: int = 1
     hidden_size: int = 0  # width of the denoiser's transformer blocks, for activation estimates
+    text_encoder_parameters: int = 0  # the part of other_parameters that is the text encoder (0: unknown)
+    blocks: int = 0  # transformer blocks per denoiser, for the streaming profiles' estimates (0: unknown)
     tokens_per_latent: tuple[int, int] = (16, 16)  # pixels per token (height, width)
     description: str = ""
 
@@ -127,11 +129,17 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a loaded model lives: device (``cpu``, ``cuda``), torch dtype name and memory profile."""
+    """Where a loaded model lives: device (``cpu``, ``cuda``), torch dtype name and memory profile.
+
+    ``techniques`` are what the memory plan applies on this device (engine.memory: ``model_cpu_offload``,
+    ``group_offload``, ``cuda_stream_prefetch``, ``fp8_layerwise_storage``, ``sequential_cpu_offload``,
+    ``vae_tiling``); a family that knows none of them may go by ``memory_profile`` alone.
+    """
 
     device: str
     dtype: str
     memory_profile: str = "resident"
+    techniques: tuple[str, ...] = ()
 
 
 StepCallback = Callable[[int, int], None]

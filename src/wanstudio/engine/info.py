@@ -3,7 +3,8 @@
 `model_info` describes one manifest model through its family's spec (capabilities, inputs, defaults,
 limits, estimated VRAM per resolution and memory profile) and the store (state of each variant).
 `recommend` picks a model, variant and memory profile for a task, inputs, VRAM and a preference, and
-says why: the denoiser's parameter count stands for quality, its inverse for speed.
+says why: the denoiser's parameter count stands for quality, its inverse for speed. `what_fits` plans
+each model on the probed hardware (`wan doctor`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,22 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from wanstudio.engine.family import IMAGE_NONE, IMAGE_REQUIRED, ModelSpec
-from wanstudio.engine.memory import DTYPE_BYTES, PROFILES, choose_profile, estimate_vram_bytes, vram_table
+from wanstudio.engine.hardware import HardwareInfo
+from wanstudio.engine.memory import (
+    DESCRIPTIONS,
+    DTYPE_BYTES,
+    PROFILES,
+    STREAMING_PROFILES,
+    TECHNIQUES,
+    Footprint,
+    MemoryPlan,
+    Workload,
+    choose_profile,
+    dtype_for,
+    estimate_vram_bytes,
+    plan_memory,
+    vram_table,
+)
 from wanstudio.engine.registry import family_for, spec_of
 from wanstudio.errors import InvalidParamsError, ModelNotFoundError, WanError
 from wanstudio.orchestrator.manifest import Model
@@ -31,7 +47,10 @@ def spec_json(spec: ModelSpec) -> dict[str, Any]:
         "defaults": asdict(spec.defaults),
         "limits": asdict(spec.limits),
         "trained_sizes": [f"{w}x{h}" for w, h in spec.trained_sizes],
-        "vram_estimates": [e.to_json() for e in vram_table(spec, spec.trained_sizes)],
+        "vram_estimates": [e.to_json() for e in vram_table(spec, spec.trained_sizes or ((spec.defaults.width, spec.defaults.height),))],
+        "memory_profiles": [
+            {"name": name, "techniques": list(TECHNIQUES[name]), "description": DESCRIPTIONS[name]} for name in PROFILES
+        ],
         "summary": spec.description,
     }
 
@@ -106,8 +125,8 @@ def recommend(
     if not candidates:
         kind = "image-to-video" if wants_image else "text-to-video"
         raise ModelNotFoundError(f"no model in the manifest does {kind}", suggestions=["wan models list"])
-    # Bigger denoisers first for quality, smaller first for speed; balanced starts big but refuses the
-    # slowest profile for a big model when a smaller model fits better.
+    # Bigger denoisers first for quality, smaller first for speed; balanced starts big but refuses a
+    # profile that streams weights every step for a big model when a smaller model fits without.
     candidates.sort(key=lambda item: item[1].parameters, reverse=preference != "speed")
 
     if vram_bytes is None:
@@ -126,12 +145,12 @@ def recommend(
         profile = choose_profile(spec, width, height, spec.defaults.num_frames, vram_bytes, dtype_bytes)
         needed = estimate_vram_bytes(spec, width, height, spec.defaults.num_frames, profile, dtype_bytes)
         last = index == len(candidates) - 1
-        too_slow = preference == "balanced" and profile == PROFILES[-1] and not last
+        too_slow = preference == "balanced" and profile in STREAMING_PROFILES and not last
         if needed <= vram_bytes and not too_slow:
             why = {
                 "quality": "the largest model that fits",
                 "speed": "the fastest model",
-                "balanced": "the largest model that fits without streaming its weights layer by layer",
+                "balanced": "the largest model that fits without streaming its weights every step",
             }[preference]
             return Recommendation(
                 model.id, variant, profile, width, height, needed,
@@ -144,3 +163,62 @@ def recommend(
         model.id, model.variant().name, PROFILES[-1], width, height, needed,
         f"nothing fits {vram_bytes / 2**30:.1f} GiB comfortably; the leanest plan needs about {needed / 2**30:.1f} GiB",
     )
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether one model, variant and size fits this machine, with the plan that makes it fit (`wan doctor`)."""
+
+    model: str
+    variant: str
+    width: int
+    height: int
+    num_frames: int
+    plan: MemoryPlan
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "resolution": f"{self.width}x{self.height}",
+            "num_frames": self.num_frames,
+            "memory_profile": self.plan.profile,
+            "device": self.plan.device,
+            "fits": self.plan.fits,
+            "estimated_vram_bytes": self.plan.vram_bytes,
+            "estimated_ram_bytes": self.plan.ram_bytes,
+            "reason": self.plan.reason,
+        }
+
+
+def what_fits(orchestrator: Orchestrator, hardware: HardwareInfo, device: str) -> list[Fit]:
+    """For each model's default variant at each trained size (one per orientation), and on a machine
+    without a GPU its dev variant too, the plan the engine would choose on `device` with this hardware."""
+    gpu = hardware.gpu(device)
+    vram = gpu.free_vram_bytes if gpu is not None else None
+    fits = []
+    for model in orchestrator.manifest.models.values():
+        try:
+            spec = spec_of(family_for(model), model)
+        except WanError:
+            continue
+        names = [model.default_variant]
+        if gpu is None and "dev" in model.variants and model.default_variant != "dev":
+            names.append("dev")
+        for name in names:
+            variant = model.variants[name]
+            defaults = spec.defaults_for(name)
+            sizes = [(defaults.width, defaults.height)]
+            if name != "dev" and spec.trained_sizes:
+                sizes = list(spec.trained_sizes)
+            seen: set[int] = set()
+            for width, height in sizes:
+                if width * height in seen:  # 1280x720 and 720x1280 need the same
+                    continue
+                seen.add(width * height)
+                dtype = dtype_for(variant.dtype, device)
+                work = Workload.of(spec, width, height, defaults.num_frames)
+                plan = plan_memory(spec, Footprint.of(spec, variant, dtype), work, device=device, dtype=dtype,
+                                   vram_budget=vram, ram_budget=hardware.ram_budget)
+                fits.append(Fit(model.id, name, width, height, defaults.num_frames, plan))
+    return fits

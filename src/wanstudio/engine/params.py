@@ -39,6 +39,7 @@ class GenerationRequest:
     seed: int | None = None
     output: Path | None = None
     memory_profile: str | None = None  # None: the fastest profile that fits the GPU (see engine.memory)
+    allow_fallback: bool = False  # may run a lighter model of the family when nothing fits (marked on the result)
 
     def with_size(self, size: str | None) -> "GenerationRequest":
         """This request with width and height taken from a ``WxH`` text (``1280x720``; ``*`` also accepted)."""

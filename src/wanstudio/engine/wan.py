@@ -25,6 +25,17 @@ from wanstudio.engine.family import (
     Placement,
     StepCallback,
 )
+from wanstudio.engine._recovery import is_out_of_memory
+from wanstudio.engine.memory import (
+    FP8_STORAGE,
+    GROUP_OFFLOAD,
+    MODEL_OFFLOAD,
+    SEQUENTIAL_OFFLOAD,
+    STREAM_PREFETCH,
+    TECHNIQUES,
+    VAE_TILING,
+    techniques_for,
+)
 from wanstudio.errors import GenerationFailedError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -52,6 +63,8 @@ _T2V_A14B = ModelSpec(
     experts=2,
     hidden_size=5120,
     tokens_per_latent=(16, 16),
+    text_encoder_parameters=5_700_000_000,  # umT5-XXL's encoder
+    blocks=40,
     description="Highest quality text-to-video: two 14B experts (high noise, then low noise), 480p or 720p at 16 fps.",
 )
 
@@ -75,6 +88,8 @@ SPECS: dict[str, ModelSpec] = {
         experts=1,
         hidden_size=3072,
         tokens_per_latent=(32, 32),
+        text_encoder_parameters=5_700_000_000,
+        blocks=30,
         description="Fast text-to-video and image-to-video in one 5B model, 720p at 24 fps; fits consumer GPUs.",
     ),
 }
@@ -111,9 +126,15 @@ class WanFamily:
         # Our own progress reports replace the libraries' loading bars.
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
+        dtype = getattr(torch, placement.dtype)
         try:
-            pipeline = diffusers.DiffusionPipeline.from_pretrained(folder, dtype=getattr(torch, placement.dtype))
+            # fp8 storage: each denoiser is loaded alone and cast down before the next one loads, so that RAM
+            # never holds two experts in the compute dtype.
+            denoisers = _load_fp8_denoisers(folder, dtype) if FP8_STORAGE in placement.techniques else {}
+            pipeline = _pipeline_class(folder, denoisers).from_pretrained(folder, dtype=dtype, **denoisers)
         except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
             raise _load_error(exc, folder, model, variant) from exc
         pipeline.set_progress_bar_config(disable=True)
         _place(pipeline, placement)
@@ -155,26 +176,112 @@ class WanFamily:
         return output.frames[0]
 
 
+def _denoiser_names(folder: Path) -> list[str]:
+    """The pipeline's transformer components (``transformer``, and ``transformer_2`` for two experts)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [name for name, value in index.items()
+            if name.startswith("transformer") and isinstance(value, list) and value[0] == "diffusers"]
+
+
+def _pipeline_class(folder: Path, components: dict[str, Any]) -> Any:
+    """The pipeline class to load with: the concrete one when components are passed in, since
+    DiffusionPipeline.from_pretrained treats the Wan pipelines' optional transformers as plain keyword
+    arguments and loads its own copies over the ones given."""
+    import diffusers
+
+    if not components:
+        return diffusers.DiffusionPipeline
+    name = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
+    return getattr(diffusers, name, diffusers.DiffusionPipeline)
+
+
+def _load_fp8_denoisers(folder: Path, dtype: Any) -> dict[str, Any]:
+    """Each denoiser in the compute dtype, then stored in float8 (e4m3) and cast up layer by layer when it
+    runs (diffusers' layerwise casting; its own skip list keeps embeddings and norms in the compute dtype)."""
+    import diffusers
+    import torch
+
+    index = json.loads((folder / "model_index.json").read_text())
+    loaded = {}
+    for name in _denoiser_names(folder):
+        cls = getattr(diffusers, index[name][1])
+        module = cls.from_pretrained(folder / name, torch_dtype=dtype)
+        module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+        loaded[name] = module
+    return loaded
+
+
 def _place(pipeline: Any, placement: Placement) -> None:
-    if placement.device == "cpu":
-        return
-    if placement.memory_profile == "model_offload":
+    """Apply the memory plan's techniques (engine.memory) to a freshly loaded pipeline.
+
+    Group offloading goes after layerwise casting, so that the pinned copies it makes are the fp8 weights:
+    blocks then travel in fp8 and are cast up on the GPU. The denoisers stream block by block (one block
+    per group, the next one prefetched on a CUDA stream), the text encoder layer by layer (its blocks are
+    not a top-level list), and the VAE stays on the device, tiled.
+    """
+    import torch
+
+    techniques = placement.techniques or _legacy_techniques(placement)
+    vae = getattr(pipeline, "vae", None)
+    if VAE_TILING in techniques and vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if MODEL_OFFLOAD in techniques:
         pipeline.enable_model_cpu_offload(device=placement.device)
-    elif placement.memory_profile == "sequential_offload":
+    elif SEQUENTIAL_OFFLOAD in techniques:
         pipeline.enable_sequential_cpu_offload(device=placement.device)
+    elif GROUP_OFFLOAD in techniques:
+        from diffusers.hooks import apply_group_offloading
+
+        onload = torch.device(placement.device)
+        stream = STREAM_PREFETCH in techniques
+        options = {"onload_device": onload, "offload_device": torch.device("cpu"), "use_stream": stream,
+                   "record_stream": stream, "non_blocking": stream}
+        for name, component in pipeline.components.items():
+            if not isinstance(component, torch.nn.Module):
+                continue
+            if name.startswith("transformer"):
+                apply_group_offloading(component, offload_type="block_level", num_blocks_per_group=1, **options)
+            elif name.startswith(("text_encoder", "image_encoder")):
+                apply_group_offloading(component, offload_type="leaf_level", **options)
+            else:
+                component.to(onload)
     else:
         pipeline.to(placement.device)
 
 
+def _legacy_techniques(placement: Placement) -> tuple[str, ...]:
+    """A placement made without techniques (by a caller that only names the profile): the profile's own."""
+    if placement.memory_profile not in TECHNIQUES:
+        return ()
+    return techniques_for(placement.memory_profile, placement.device)
+
+
 def _image_pipeline(loaded: LoadedWan) -> Any:
-    """TI2V-5B takes an image through WanImageToVideoPipeline over the very same modules (no second copy)."""
+    """TI2V-5B takes an image through WanImageToVideoPipeline over the very same modules (no second copy).
+
+    Made by hand rather than with ``from_pipe``, which casts every module to its ``dtype`` argument
+    (float32 when none is given): that would double a bf16 model on the GPU and undo fp8 storage.
+    """
+    import inspect
+
     from diffusers import WanImageToVideoPipeline
 
     if isinstance(loaded.pipeline, WanImageToVideoPipeline):
         return loaded.pipeline
     if loaded.image_pipeline is None:
-        loaded.image_pipeline = WanImageToVideoPipeline.from_pipe(loaded.pipeline)
-        loaded.image_pipeline.set_progress_bar_config(disable=True)
+        source = loaded.pipeline
+        accepted = inspect.signature(WanImageToVideoPipeline.__init__).parameters
+        kwargs = {name: module for name, module in source.components.items() if name in accepted}
+        kwargs.update({name: source.config[name] for name in accepted if name not in kwargs and name in source.config})
+        view = WanImageToVideoPipeline(**kwargs)
+        for name in ("_all_hooks", "_offload_device", "_offload_gpu_id"):  # model CPU offload's own state
+            if hasattr(source, name):
+                setattr(view, name, getattr(source, name))
+        view.set_progress_bar_config(disable=True)
+        loaded.image_pipeline = view
     return loaded.image_pipeline
 
 
