@@ -29,6 +29,7 @@ DEFAULT_QUEUE_MAX = 100
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 DEFAULT_JOB_RETENTION_SECONDS = 7 * 86400.0
 DEFAULT_RESULTS_MAX_BYTES = 50 * 2**30
+DEFAULT_MAX_LORA_BYTES = 4 * 2**30
 
 
 ENVIRONMENT_VARIABLES = (
@@ -57,6 +58,7 @@ ENVIRONMENT_VARIABLES = (
     "WAN_MAX_UPLOAD_BYTES",
     "WAN_JOB_RETENTION",
     "WAN_RESULTS_MAX_BYTES",
+    "WAN_MAX_LORA_BYTES",
     "WAN_ALLOW_MOCK",
     "XDG_DATA_HOME",
     "HF_ENDPOINT",
@@ -106,6 +108,7 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     job_retention: float = DEFAULT_JOB_RETENTION_SECONDS
     results_max_bytes: int = DEFAULT_RESULTS_MAX_BYTES
+    max_lora_bytes: int = DEFAULT_MAX_LORA_BYTES
     # A job whose model cannot be obtained or run gives a test pattern marked `mock` instead of an error.
     allow_mock: bool = False
 
@@ -166,6 +169,7 @@ class Settings:
             max_upload_bytes=convert("WAN_MAX_UPLOAD_BYTES", parse_size, DEFAULT_MAX_UPLOAD_BYTES),
             job_retention=convert("WAN_JOB_RETENTION", parse_duration, DEFAULT_JOB_RETENTION_SECONDS),
             results_max_bytes=convert("WAN_RESULTS_MAX_BYTES", parse_size, DEFAULT_RESULTS_MAX_BYTES),
+            max_lora_bytes=convert("WAN_MAX_LORA_BYTES", parse_size, DEFAULT_MAX_LORA_BYTES),
             allow_mock=values["WAN_ALLOW_MOCK"].lower() in ("1", "true", "yes"),
         )
 

@@ -39,11 +39,18 @@ def generate(
         False, "--allow-fallback", help="When nothing fits, make the video with a lighter model of the family "
                                         "(e.g. ti2v-5B for an A14B model); the output says so."
     ),
+    lora: Optional[list[str]] = typer.Option(
+        None, "--lora", help="NAME_OR_PATH[:WEIGHT[:WEIGHT_2]], repeatable: a LoRA of MODELS_ROOT/loras or a "
+                             ".safetensors path; WEIGHT_2 is the low-noise expert's on A14B (default: WEIGHT).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (progress goes to stderr)."),
 ) -> None:
     """Generate a video and write it as MP4, with a JSON sidecar of its parameters next to it."""
     with reporting(SCHEMA, as_json):
         from wanstudio.engine import Engine, GenerationRequest
+        from wanstudio.engine.lora import check_lora_requests, parse_lora_arg
+
+        loras = check_lora_requests((parse_lora_arg(text) for text in lora or ()), param="lora")
 
         request = GenerationRequest(
             model=model,
@@ -61,6 +68,7 @@ def generate(
             output=output,
             memory_profile=memory_profile,
             allow_fallback=allow_fallback,
+            loras=loras,
         ).with_size(size)
         engine = Engine()
         job = engine.prepare(request)  # bad input fails here, before any download or load

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
+from wanstudio.config import DEFAULT_MAX_LORA_BYTES  # a rank-128 LoRA of a 14B expert is ~2 GiB: twice that
 from wanstudio.errors import InvalidParamsError
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ EXPERT_LABELS = {
     "transformer": "high-noise expert (transformer)",
     "transformer_2": "low-noise expert (transformer_2)",
 }
-
-DEFAULT_MAX_LORA_BYTES = 4 * 1024**3
-"""A rank-128 LoRA of every linear layer of a 14B Wan expert is about 2 GiB in float32; twice that is no LoRA."""
 
 _MAX_HEADER_BYTES = 100 * 1024**2  # safetensors' own limit on the JSON header
 _ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the LoraConfig (rank, alpha, ...)

@@ -36,6 +36,7 @@ from wanstudio.engine.memory import (
     leaner_profile,
     plan_memory,
 )
+from wanstudio.engine.lora import AppliedLora, LoraRequest, check_lora_requests, find_lora, loras_applied
 from wanstudio.engine.params import GenerationRequest, resolve_params
 from wanstudio.engine.progress import CancelToken, GenerationListener, ProgressTracker
 from wanstudio.engine.registry import family_for, spec_of
@@ -64,6 +65,7 @@ class PreparedJob:
     memory_profile: str | None = None
     allow_fallback: bool = False
     request: GenerationRequest | None = None  # as asked: a fallback resolves it again for another model
+    loras: tuple[LoraRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class GenerationResult:
     plan: MemoryPlan | None = None  # None for a mock video
     fallback: _recovery.Fallback | None = None  # set when a lighter model made the video (allow_fallback)
     mock: bool = False  # a test pattern, not a generated video (WAN_ALLOW_MOCK=1)
+    loras: tuple[AppliedLora, ...] = ()  # the LoRAs applied, with their weight per expert
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +124,7 @@ class GenerationResult:
             "warnings": list(self.warnings),
             "fallback": self.fallback.to_json() if self.fallback else None,
             "mock": self.mock,
+            "loras": [lora.to_json() for lora in self.loras],
         }
 
 
@@ -148,9 +152,12 @@ class Engine:
         spec = spec_of(family, model)
         params, warnings = resolve_params(spec, request, model_id=model.id, variant=variant.name)
         check_profile(request.memory_profile)
+        loras = check_lora_requests(request.loras)
+        for lora in loras:  # a name that is not in the catalogue is bad input, refused before anything loads
+            find_lora(lora.name, self.settings)
         output = _output_path(request.output, model, params.seed)
         return PreparedJob(model, variant, family, spec, params, tuple(warnings), output, request.memory_profile,
-                           bool(request.allow_fallback), request)
+                           bool(request.allow_fallback), request, loras)
 
     def plan(self, job: PreparedJob, *, profile: str | None = None) -> MemoryPlan:
         """The memory plan `job` would get now (`profile` or the job's own, else the automatic choice)."""
@@ -235,7 +242,10 @@ class Engine:
         cancel.raise_if_cancelled(model.id)
 
         memory = PeakMemory(placement.device)
-        with entry.lock:
+        # LoRAs live on the cached pipeline's modules: applied, run and unloaded under its lock, so that no
+        # LoRA ever leaks into another job (unloaded on failure and cancellation too).
+        with entry.lock, loras_applied(entry.value, job.loras, self.settings, model=f"{model.id} [{variant.name}]",
+                                       max_bytes=self.settings.max_lora_bytes) as loras:
             memory.start()
             tracker.enter("denoising")
 
@@ -246,6 +256,7 @@ class Engine:
                     tracker.enter("decoding")
 
             frames = self._run(job, entry.value, on_step)
+        warnings = [*warnings, *loras.warnings]
         if tracker.stage != "decoding":  # a family whose last step did not report
             tracker.enter("decoding")
         tracker.enter("encoding")
@@ -264,7 +275,7 @@ class Engine:
         )
         sidecar = job.output.with_suffix(".json")
         result = GenerationResult(job.output, sidecar, model.id, variant.name, params, placement, metrics,
-                                  tuple(warnings), plan, fallback)
+                                  tuple(warnings), plan, fallback, loras=tuple(loras.applied))
         with _writing(sidecar):
             atomic_write_json(sidecar, _sidecar_document(result))
         log.info("%s [%s] wrote %s in %.1f s (seed %d, %s on %s)", model.id, variant.name, job.output,

@@ -10,11 +10,14 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wanstudio.engine._images import ImageInput, fit_image, load_image
 from wanstudio.engine.family import IMAGE_NONE, IMAGE_REQUIRED, Defaults, GenerationParams, Limits, ModelSpec
 from wanstudio.errors import InvalidParamsError
+
+if TYPE_CHECKING:
+    from wanstudio.engine.lora import LoraRequest
 
 MAX_SEED = 2**63 - 1
 
@@ -40,6 +43,7 @@ class GenerationRequest:
     output: Path | None = None
     memory_profile: str | None = None  # None: the fastest profile that fits the GPU (see engine.memory)
     allow_fallback: bool = False  # may run a lighter model of the family when nothing fits (marked on the result)
+    loras: tuple["LoraRequest", ...] = ()  # applied for this job only (see engine.lora)
 
     def with_size(self, size: str | None) -> "GenerationRequest":
         """This request with width and height taken from a ``WxH`` text (``1280x720``; ``*`` also accepted)."""
