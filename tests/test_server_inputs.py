@@ -123,8 +123,14 @@ BAD_JSON = [
     ("image as text", {**GOOD, "input_reference": "fox.png"}, 400, "INVALID_PARAMS", "input_reference"),
     ("image over the limit", {**GOOD, "input_reference": {"image_url": data_url(os.urandom(MAX_UPLOAD + 3000))}},
      413, "PAYLOAD_TOO_LARGE", "input_reference"),
-    ("loras", {**GOOD, "loras": [{"name": "film-grain", "weight": 0.8}]}, 400, "INVALID_PARAMS", "loras"),
+    ("a LoRA missing from the catalogue", {**GOOD, "loras": [{"name": "film-grain", "weight": 0.8}]}, 400,
+     "INVALID_PARAMS", "loras"),
     ("loras of the wrong shape", {**GOOD, "loras": "film-grain"}, 400, "INVALID_PARAMS", "loras"),
+    ("a LoRA by path", {**GOOD, "loras": [{"name": "../../etc/passwd"}]}, 400, "INVALID_PARAMS", "loras"),
+    ("a LoRA weight out of range", {**GOOD, "loras": [{"name": "grain", "weight": 40}]}, 400, "INVALID_PARAMS",
+     "loras"),
+    ("an unknown memory profile", {**GOOD, "memory_profile": "tiny"}, 400, "INVALID_PARAMS", "memory_profile"),
+    ("allow_fallback not a boolean", {**GOOD, "allow_fallback": "maybe"}, 400, "INVALID_PARAMS", "allow_fallback"),
 ]
 
 

@@ -127,8 +127,9 @@ class RequestContext:
     the correlation id of everything the request logs and echoed back; one access log line per request;
     and a cap on request bodies (413 `PAYLOAD_TOO_LARGE` before the body is read when its length is known)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.default_max_body_bytes = app, max_body_bytes
+        self.larger = larger or {}  # paths that take bigger bodies (LoRA uploads), with their own cap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -149,11 +150,12 @@ class RequestContext:
 
         with correlation(request_id):
             if scope["type"] == "http":
+                limit = self.larger.get(scope["path"], self.default_max_body_bytes)
                 length = headers.get("content-length", "")
-                if length.isdigit() and int(length) > self.max_body_bytes:
-                    await self._too_large(scope, receive, send_with_id)
+                if length.isdigit() and int(length) > limit:
+                    await self._too_large(limit, scope, receive, send_with_id)
                 else:
-                    await self.app(scope, self._limited(receive), send_with_id)
+                    await self.app(scope, self._limited(receive, limit), send_with_id)
             else:
                 await self.app(scope, receive, send)
             if scope["type"] == "http" and scope["path"] not in ("/healthz", "/metrics"):
@@ -164,7 +166,8 @@ class RequestContext:
                            "client": (scope.get("client") or ("", 0))[0]},
                 )
 
-    def _limited(self, receive: Receive) -> Receive:
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
@@ -172,15 +175,16 @@ class RequestContext:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise _BodyTooLarge()
             return message
 
         return limited_receive
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @staticmethod
+    async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLargeError(
-            f"the request body is over {self.max_body_bytes} bytes",
+            f"the request body is over {limit} bytes",
             suggestions=["send a smaller image (WAN_MAX_UPLOAD_BYTES on the server sets the limit)"],
         )
         await error_response(error)(scope, receive, send)

@@ -29,6 +29,8 @@ def model_object(state: ServerState, model: Model) -> dict[str, Any]:
     downloading = {d["variant"]: d for d in state.downloads.running() if d["model"] == model.id}
     for variant in info["variants"]:
         variant["download"] = downloading.get(variant["name"], {}).get("progress")
+    device = state.queue.devices[0]
+    info["fits"] = [fit.to_json() for fit in state.fits(device) if fit.model == model.id]
     return {"object": "model", "created": 0, "owned_by": "wanstudio", "aliases": [model.name], **info}
 
 

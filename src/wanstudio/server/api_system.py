@@ -86,7 +86,8 @@ def readyz(state: State) -> JSONResponse:
     checks.append(Check("workers", state.queue.alive(), f"{alive} of {total} running",
                         {"devices": state.queue.devices}))
     ready = all(check.ok for check in checks)
-    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": [c.to_json() for c in checks]}
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": [c.to_json() for c in checks],
+                            "hardware": state.hardware.to_json(), "devices": state.queue.devices}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wanstudio.config import Settings
 from wanstudio.engine import Engine
 from wanstudio.errors import WanError
-from wanstudio.server import api_models, api_system, api_videos
+from wanstudio.server import api_loras, api_models, api_system, api_videos
 from wanstudio.server._http import (
     FORM_OVERHEAD_BYTES,
     RequestContext,
@@ -53,13 +53,15 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
         lifespan=lifespan,
     )
     # An image may come inline as base64 in JSON, a third larger than the file itself.
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES,
+                       larger={"/v1/loras": settings.max_lora_bytes + FORM_OVERHEAD_BYTES})
     app.add_exception_handler(WanError, wan_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     app.include_router(api_videos.router)
     app.include_router(api_models.router)
+    app.include_router(api_loras.router)
     app.include_router(api_system.router)
     app.mount("/static", StaticFiles(directory=str(api_system.STATIC_DIR)), name="static")
     return app

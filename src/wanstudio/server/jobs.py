@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from wanstudio.config import Settings
 from wanstudio.engine import CancelToken, Engine, GenerationProgress, GenerationRequest
+from wanstudio.engine.lora import LoraRequest
 from wanstudio.errors import GenerationFailedError, InternalError, JobCancelledError, WanError
 from wanstudio.observability import correlation, metrics
 from wanstudio.server._http import error_object
@@ -44,6 +45,10 @@ SWEEP_INTERVAL_SECONDS = 300.0
 _SHUTDOWN_REASON = "stopped because the server is shutting down"
 
 EngineFactory = Callable[[Settings], Engine]
+
+# What a job keeps of its GenerationResult (the rest, paths included, stays in the sidecar next to the video).
+_RESULT_FIELDS = ("metrics", "warnings", "device", "dtype", "memory_profile", "memory_plan", "fallback", "mock",
+                  "loras")
 
 
 class JobQueue:
@@ -104,6 +109,9 @@ class JobQueue:
         prepared = self.validator.prepare(replace(parsed.request, output=folder / "video.mp4"))
         params = {"prompt": prepared.params.prompt, **prepared.params.to_json()}
         params["image"] = prepared.params.image is not None
+        params["loras"] = [lora.to_json() for lora in prepared.loras]
+        params["memory_profile"] = prepared.memory_profile
+        params["allow_fallback"] = prepared.allow_fallback
         job = Job(id=job_id, status=QUEUED, model=prepared.model.id, variant=prepared.variant.name,
                   created_at=time.time(), params=params, request_id=request_id,
                   warnings=[*parsed.warnings, *prepared.warnings])
@@ -221,7 +229,7 @@ class JobQueue:
     def _end(self, job: Job, status: str, started: float, *, result: dict[str, Any] | None = None,
              error: WanError | None = None) -> None:
         if result is not None:
-            result = {key: result[key] for key in ("metrics", "warnings", "device", "dtype", "memory_profile")}
+            result = {key: result.get(key) for key in _RESULT_FIELDS}
         if error is not None:
             metrics.error(error.code)
         updated = self.store.finish(job.id, status, result=result, error=error_object(as_api_error(error)) if error else None,
@@ -245,7 +253,9 @@ class JobQueue:
             image=folder / "input.png" if p["image"] else None, width=p["width"], height=p["height"],
             num_frames=p["num_frames"], fps=p["fps"], steps=p["steps"], guidance_scale=p["guidance_scale"],
             guidance_scale_2=p["guidance_scale_2"], flow_shift=p["flow_shift"], seed=p["seed"],
-            output=folder / "video.mp4",
+            output=folder / "video.mp4", memory_profile=p.get("memory_profile"),
+            allow_fallback=bool(p.get("allow_fallback")),
+            loras=tuple(LoraRequest(**lora) for lora in p.get("loras", ())),
         )
 
     # -- restarts and retention ---------------------------------------------------------------------------------

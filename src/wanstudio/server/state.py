@@ -18,6 +18,8 @@ from wanstudio.server.jobs import EngineFactory, JobQueue
 from wanstudio.server.jobstore import JobStore
 
 if TYPE_CHECKING:
+    from wanstudio.engine.hardware import HardwareInfo
+    from wanstudio.engine.info import Fit
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
@@ -33,10 +35,13 @@ class ServerState:
     queue: JobQueue
     downloads: DownloadManager
     registry: "CollectorRegistry"
+    hardware: "HardwareInfo"  # probed once at start-up (probing creates a CUDA context on every GPU)
+    _fits: "list[Fit] | None" = None
 
     @classmethod
     def start(cls, settings: Settings, engine_factory: EngineFactory) -> "ServerState":
         """Open the job database, start the workers, and check the models on disk."""
+        from wanstudio.engine.hardware import probe
         from wanstudio.observability import create_registry
 
         settings.require_models_root()
@@ -49,12 +54,21 @@ class ServerState:
         queue = JobQueue(settings, store, events, engine_factory=engine_factory)
         registry = create_registry(models_root=settings.models_root)
         registry.register(_JobsCollector(store, queue, events))
-        state = cls(settings, orchestrator, store, events, queue, DownloadManager(orchestrator, events), registry)
+        state = cls(settings, orchestrator, store, events, queue, DownloadManager(orchestrator, events), registry,
+                    probe())
         _check_models(orchestrator)
         queue.start()
         log.info("serving jobs from %s with %d worker(s) on %s", settings.data_dir, len(queue.devices),
                  ", ".join(queue.devices))
         return state
+
+    def fits(self, device: str) -> "list[Fit]":
+        """What fits this machine on `device` (`wan doctor`'s table), from the start-up probe, computed once."""
+        if self._fits is None:
+            from wanstudio.engine.info import what_fits
+
+            self._fits = what_fits(self.orchestrator, self.hardware, device)
+        return self._fits
 
     def stop(self) -> None:
         self.queue.stop()

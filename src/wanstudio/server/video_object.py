@@ -36,6 +36,10 @@ def video_object(job: Job, live: dict[str, Any] | None, retention_seconds: float
         "eta_seconds": progress.get("eta_seconds") if job.status == "in_progress" else None,
         "download": progress.get("download") if job.status == "in_progress" else None,
         "metrics": result.get("metrics"),
+        "memory_plan": result.get("memory_plan"),
+        "loras_applied": result.get("loras"),  # what was asked is in parameters.loras
+        "fallback": result.get("fallback"),
+        "mock": bool(result.get("mock")),
         "warnings": job.warnings + [w for w in result.get("warnings", []) if w not in job.warnings],
         "parameters": {key: value for key, value in params.items() if key != "prompt"},
         "attempts": job.attempts,

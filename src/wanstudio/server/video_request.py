@@ -4,11 +4,12 @@ The OpenAI fields (`model`, `prompt`, `seconds`, `size`, `input_reference`) mean
 are mapped onto the chosen architecture: `seconds` becomes frames at the model's frame rate on its 4n+1
 grid, `size` the nearest size on its pixel grid; any such adjustment is reported in `warnings`. Our
 extensions (`variant`, `negative_prompt`, `num_inference_steps`, `guidance_scale`, `num_frames`, `fps`,
-`seed`, `loras`) win over what the OpenAI fields imply. Unknown fields are refused with the closest known
-name, as a typo would otherwise be silently ignored.
+`seed`, `loras`, `memory_profile`, `allow_fallback`) win over what the OpenAI fields imply. Unknown fields
+are refused with the closest known name, as a typo would otherwise be silently ignored.
 
 Multipart bodies carry text only, so numbers are parsed here (strictly: `"3.5"` is no step count); the
-official client sends lists of objects as `loras[][name]` / `loras[][weight]`, which are zipped back.
+official client sends lists of objects as `loras[][name]` / `loras[][weight]`, which are zipped back (a
+single `loras` field holding the JSON list works too).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import json
 import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from wanstudio.engine.lora import lora_requests_from_json
 from wanstudio.engine.params import GenerationRequest, nearest_size, parse_size_text
 from wanstudio.engine.registry import family_for, spec_of
 from wanstudio.errors import InvalidParamsError, PayloadTooLargeError, WanError
@@ -31,9 +34,10 @@ DEFAULT_MODEL = "ti2v-5B"
 
 _INT_FIELDS = ("num_inference_steps", "num_frames", "fps", "seed")
 _FLOAT_FIELDS = ("guidance_scale",)
-_TEXT_FIELDS = ("model", "prompt", "variant", "negative_prompt", "size")
-KNOWN_FIELDS = (*_TEXT_FIELDS, "seconds", "input_reference", *_INT_FIELDS, *_FLOAT_FIELDS, "loras")
-_API_FIELDS = {"steps": "num_inference_steps", "frames": "num_frames", "image": "input_reference"}
+_TEXT_FIELDS = ("model", "prompt", "variant", "negative_prompt", "size", "memory_profile")
+KNOWN_FIELDS = (*_TEXT_FIELDS, "seconds", "input_reference", *_INT_FIELDS, *_FLOAT_FIELDS, "loras", "allow_fallback")
+_API_FIELDS = {"steps": "num_inference_steps", "frames": "num_frames", "image": "input_reference", "lora": "loras",
+               "memory-profile": "memory_profile", "allow-fallback": "allow_fallback"}
 _CLI_FLAG = re.compile(r"--([a-z][a-z_-]*) ")
 
 
@@ -51,20 +55,26 @@ def fields_from_form(items: list[tuple[str, Any]]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     lora_names: list[str] = []
     lora_weights: list[str] = []
+    lora_weights_2: list[str] = []
     for key, value in items:
         if key == "loras[][name]":
             lora_names.append(value)
         elif key == "loras[][weight]":
             lora_weights.append(value)
+        elif key == "loras[][weight_2]":
+            lora_weights_2.append(value)
         elif key in fields:
             raise InvalidParamsError(f"{key} is given more than once", param=key)
         else:
             fields[key] = value
-    if lora_names or lora_weights:
-        if len(lora_weights) not in (0, len(lora_names)):
+    if lora_names or lora_weights or lora_weights_2:
+        if len(lora_weights) not in (0, len(lora_names)) or len(lora_weights_2) not in (0, len(lora_names)):
             raise InvalidParamsError("loras: every LoRA needs a name, and a weight for each or for none", param="loras")
         fields["loras"] = [
-            {"name": name, **({"weight": lora_weights[i]} if lora_weights else {})} for i, name in enumerate(lora_names)
+            {"name": name,
+             **({"weight": _float(lora_weights[i], "loras", True)} if lora_weights else {}),
+             **({"weight_2": _float(lora_weights_2[i], "loras", True)} if lora_weights_2 else {})}
+            for i, name in enumerate(lora_names)
         ]
     return fields
 
@@ -74,6 +84,10 @@ def as_api_error(error: WanError) -> WanError:
     `steps`, "--frames 9"), while an API caller sent fields (`num_inference_steps`, `num_frames`)."""
     if error.param is not None:
         error.param = _API_FIELDS.get(error.param, error.param)
+    if error.param == "loras" and "catalogue" in error.message:  # the CLI's hints name files; a client uploads
+        error.suggestions = ["upload the LoRA: POST /v1/loras with the .safetensors file and a name",
+                             "see what is there: GET /v1/loras"]
+        return error
     error.suggestions = [
         _CLI_FLAG.sub(lambda flag: _API_FIELDS.get(flag[1], flag[1].replace("-", "_")) + "=", text)
         for text in error.suggestions
@@ -100,7 +114,8 @@ def parse_video_request(
                                  suggestions=['"prompt": "a red fox runs through fresh snow, morning light"'])
     numbers: dict[str, Any] = {name: _int(fields.get(name), name, from_form) for name in _INT_FIELDS}
     numbers.update({name: _float(fields.get(name), name, from_form) for name in _FLOAT_FIELDS})
-    _loras(fields.get("loras"), from_form)
+    loras = lora_requests_from_json(_form_loras(fields.get("loras")) if from_form else fields.get("loras"))
+    allow_fallback = _bool(fields.get("allow_fallback"), "allow_fallback", from_form)
 
     image = upload if upload is not None else _image_reference(fields.get("input_reference"), max_upload_bytes)
     if image is not None and len(image) > max_upload_bytes:
@@ -131,6 +146,9 @@ def parse_video_request(
         steps=numbers["num_inference_steps"],
         guidance_scale=numbers["guidance_scale"],
         seed=numbers["seed"],
+        memory_profile=text["memory_profile"],
+        allow_fallback=allow_fallback,
+        loras=loras,
     )
     if text["size"] is not None:
         width, height = parse_size_text(text["size"])
@@ -208,25 +226,27 @@ def _seconds(value: Any) -> float | None:
     return seconds
 
 
-def _loras(value: Any, from_form: bool) -> None:
-    """LoRAs are checked for shape; applying them arrives with the engine's LoRA support."""
-    if value is None or value == [] or (from_form and value == ""):
-        return
-    if not isinstance(value, list) or not all(isinstance(item, dict) and isinstance(item.get("name"), str)
-                                              for item in value):
-        raise InvalidParamsError('loras must be a list of {"name": ..., "weight": ...} objects', param="loras")
-    for item in value:
-        extra = set(item) - {"name", "weight"}
-        if extra:
-            raise InvalidParamsError(f"loras: unknown key {sorted(extra)[0]!r}; each LoRA has name and weight",
-                                     param="loras")
-        if "weight" in item:
-            _float(item["weight"], "loras.weight", from_form)
-    raise InvalidParamsError(
-        "loras: this server's engine does not apply LoRAs yet",
-        param="loras",
-        suggestions=["leave out loras"],
-    )
+def _form_loras(value: Any) -> Any:
+    """`loras` in a form: the zipped `loras[][...]` list, or one text field holding the JSON list."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise InvalidParamsError('loras must be a JSON list like [{"name": "my_style", "weight": 0.8}]',
+                                     param="loras") from None
+    return value
+
+
+def _bool(value: Any, name: str, from_form: bool) -> bool:
+    if value is None or (from_form and value == ""):
+        return False
+    if isinstance(value, bool):
+        return value
+    if from_form and isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise InvalidParamsError(f"{name} must be true or false, not {value!r}", param=name)
 
 
 def _image_reference(value: Any, max_upload_bytes: int) -> bytes | None:
