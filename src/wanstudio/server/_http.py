@@ -47,8 +47,12 @@ FORM_OVERHEAD_BYTES = 1 << 20
 def error_object(error: WanError) -> dict[str, Any]:
     """The pinned error object, wherever an error is shown: a response, a failed job, a download event
     (with the sources tried, for a download)."""
-    document: dict[str, Any] = {"code": error.code, "message": error.message, "param": error.param,
-                                "suggestions": error.suggestions}
+    document: dict[str, Any] = {
+        "code": error.code,
+        "message": error.message,
+        "param": error.param,
+        "suggestions": error.suggestions,
+    }
     if error.attempts:
         document["attempts"] = [attempt.to_dict() for attempt in error.attempts]
     return document
@@ -76,14 +80,18 @@ async def validation_error_handler(_request: Request, error: Exception) -> JSONR
     first = error.errors()[0] if error.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(location) or None
-    return error_response(InvalidParamsError(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param))
+    return error_response(
+        InvalidParamsError(f"{param or 'request'}: {first.get('msg', 'invalid value')}", param=param)
+    )
 
 
 async def http_error_handler(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     if error.status_code == 404:
-        wan_error: WanError = VideoNotFoundError(f"no endpoint at {request.url.path}",
-                                        suggestions=["the API lives under /v1 (see GET /v1/models); the UI at /"])
+        wan_error: WanError = VideoNotFoundError(
+            f"no endpoint at {request.url.path}",
+            suggestions=["the API lives under /v1 (see GET /v1/models); the UI at /"],
+        )
     else:
         wan_error = InvalidParamsError(f"{request.method} {request.url.path}: {error.detail}")
     response = error_response(wan_error)
@@ -93,10 +101,12 @@ async def http_error_handler(request: Request, error: Exception) -> JSONResponse
 
 async def unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
     log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(InternalError(
-        f"the server failed on {request.method} {request.url.path}: {type(error).__name__}",
-        suggestions=["retry; if it persists, report it with the X-Request-ID of this response"],
-    ))
+    return error_response(
+        InternalError(
+            f"the server failed on {request.method} {request.url.path}: {type(error).__name__}",
+            suggestions=["retry; if it persists, report it with the X-Request-ID of this response"],
+        )
+    )
 
 
 def check_api_key(keys: tuple[str, ...], authorization: str | None, token: str | None = None) -> None:
@@ -116,9 +126,12 @@ def check_api_key(keys: tuple[str, ...], authorization: str | None, token: str |
     if not matched:
         raise UnauthorizedError(
             "a valid API key is required: send the header Authorization: Bearer <key>"
-            if not given else "the API key is not valid",
-            suggestions=["ask the server's operator for a key (WAN_API_KEYS)",
-                         "the openai client sends it as api_key=..."],
+            if not given
+            else "the API key is not valid",
+            suggestions=[
+                "ask the server's operator for a key (WAN_API_KEYS)",
+                "the openai client sends it as api_key=...",
+            ],
         )
 
 
@@ -160,10 +173,17 @@ class RequestContext:
                 await self.app(scope, receive, send)
             if scope["type"] == "http" and scope["path"] not in ("/healthz", "/metrics"):
                 access_log.info(
-                    "%s %s %d", scope["method"], scope["path"], status["code"],
-                    extra={"method": scope["method"], "path": scope["path"], "status": status["code"],
-                           "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                           "client": (scope.get("client") or ("", 0))[0]},
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status["code"],
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status["code"],
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "client": (scope.get("client") or ("", 0))[0],
+                    },
                 )
 
     @staticmethod
@@ -192,5 +212,7 @@ class RequestContext:
 
 class _BodyTooLarge(PayloadTooLargeError):
     def __init__(self) -> None:
-        super().__init__("the request body is too large",
-                         suggestions=["send a smaller image (WAN_MAX_UPLOAD_BYTES on the server sets the limit)"])
+        super().__init__(
+            "the request body is too large",
+            suggestions=["send a smaller image (WAN_MAX_UPLOAD_BYTES on the server sets the limit)"],
+        )

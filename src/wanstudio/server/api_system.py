@@ -30,8 +30,11 @@ async def events(websocket: WebSocket) -> None:
     may pass the API key as `?api_key=`."""
     state: ServerState = websocket.app.state.wan
     try:
-        check_api_key(state.settings.api_keys, websocket.headers.get("authorization"),
-                      websocket.query_params.get("api_key"))
+        check_api_key(
+            state.settings.api_keys,
+            websocket.headers.get("authorization"),
+            websocket.query_params.get("api_key"),
+        )
     except UnauthorizedError as error:
         await websocket.close(code=_POLICY_VIOLATION, reason=error.message[:120])
         return
@@ -83,11 +86,16 @@ def readyz(state: State) -> JSONResponse:
     except Exception as exc:  # a broken database is exactly what readiness is for
         checks.append(Check("job_database", False, f"{type(exc).__name__}: {exc}"))
     alive, total = state.queue.workers_alive(), len(state.queue.devices)
-    checks.append(Check("workers", state.queue.alive(), f"{alive} of {total} running",
-                        {"devices": state.queue.devices}))
+    checks.append(
+        Check("workers", state.queue.alive(), f"{alive} of {total} running", {"devices": state.queue.devices})
+    )
     ready = all(check.ok for check in checks)
-    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": [c.to_json() for c in checks],
-                            "hardware": state.hardware.to_json(), "devices": state.queue.devices}
+    body: dict[str, Any] = {
+        "status": "ready" if ready else "not_ready",
+        "checks": [c.to_json() for c in checks],
+        "hardware": state.hardware.to_json(),
+        "devices": state.queue.devices,
+    }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

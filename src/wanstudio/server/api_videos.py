@@ -31,8 +31,9 @@ async def create_video(request: Request, state: State) -> dict[str, Any]:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key != "input_reference":
-                    raise InvalidParamsError(f"unexpected file field {key!r}; only input_reference takes a file",
-                                             param=key)
+                    raise InvalidParamsError(
+                        f"unexpected file field {key!r}; only input_reference takes a file", param=key
+                    )
                 upload = await value.read()
             else:
                 items.append((key, value))
@@ -41,19 +42,31 @@ async def create_video(request: Request, state: State) -> dict[str, Any]:
         try:
             fields = json.loads(await request.body() or b"null")
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nesting too deep too
-            raise InvalidParamsError(f"the request body is not valid JSON: {exc}",
-                                     suggestions=["send a JSON object such as {\"prompt\": \"...\"}"]) from None
+            raise InvalidParamsError(
+                f"the request body is not valid JSON: {exc}",
+                suggestions=['send a JSON object such as {"prompt": "..."}'],
+            ) from None
         if not isinstance(fields, dict):
-            raise InvalidParamsError("the request body must be a JSON object with at least a prompt",
-                                     suggestions=['{"model": "ti2v-5B", "prompt": "a fox in snow"}'])
+            raise InvalidParamsError(
+                "the request body must be a JSON object with at least a prompt",
+                suggestions=['{"model": "ti2v-5B", "prompt": "a fox in snow"}'],
+            )
         from_form = False
     else:
-        raise InvalidParamsError(f"unsupported content type {content_type!r}",
-                                 suggestions=["send application/json or multipart/form-data"])
+        raise InvalidParamsError(
+            f"unsupported content type {content_type!r}",
+            suggestions=["send application/json or multipart/form-data"],
+        )
     settings = state.settings
     try:
-        parsed = await run_in_threadpool(parse_video_request, fields, upload, state.orchestrator.manifest,
-                                         max_upload_bytes=settings.max_upload_bytes, from_form=from_form)
+        parsed = await run_in_threadpool(
+            parse_video_request,
+            fields,
+            upload,
+            state.orchestrator.manifest,
+            max_upload_bytes=settings.max_upload_bytes,
+            from_form=from_form,
+        )
         job = await run_in_threadpool(state.queue.submit, parsed, request.scope["state"].get("request_id"))
     except (InvalidParamsError, ModelNotFoundError) as error:
         raise as_api_error(error)
@@ -74,8 +87,13 @@ def list_videos(
         error.param = "after"  # the cursor, not a path's id
         raise
     data = [state.queue.video(job) for job in jobs]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": more}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
 
 
 @router.get("/videos/{video_id}")
@@ -87,20 +105,30 @@ def retrieve_video(video_id: str, state: State) -> dict[str, Any]:
 def video_content(video_id: str, state: State, variant: str = "video") -> FileResponse:
     """The MP4 of a completed video (NOT_READY before; byte ranges supported for seeking)."""
     if variant != "video":
-        raise InvalidParamsError(f"variant {variant!r} is not available; this server keeps the video only",
-                                 param="variant", suggestions=["leave out variant, or pass variant=video"])
+        raise InvalidParamsError(
+            f"variant {variant!r} is not available; this server keeps the video only",
+            param="variant",
+            suggestions=["leave out variant, or pass variant=video"],
+        )
     job = state.store.get(video_id)
     if job.status != COMPLETED:
         hint = {
             FAILED: "it failed: see its error, fix the request and submit it again",
             CANCELLED: "it was cancelled: submit the request again to make it",
         }.get(job.status, f"poll GET /v1/videos/{video_id} until its status is completed")
-        raise NotReadyError(f"{video_id} is {job.status}, so it has no video", param="video_id", suggestions=[hint])
+        raise NotReadyError(
+            f"{video_id} is {job.status}, so it has no video", param="video_id", suggestions=[hint]
+        )
     path = state.queue.output_path(video_id)
     if not path.is_file():
-        raise VideoNotFoundError(f"the video file of {video_id} is gone from {path.parent}", param="video_id",
-                                 suggestions=["submit the request again"])
-    return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4", content_disposition_type="inline")
+        raise VideoNotFoundError(
+            f"the video file of {video_id} is gone from {path.parent}",
+            param="video_id",
+            suggestions=["submit the request again"],
+        )
+    return FileResponse(
+        path, media_type="video/mp4", filename=f"{video_id}.mp4", content_disposition_type="inline"
+    )
 
 
 @router.post("/videos/{video_id}/cancel")

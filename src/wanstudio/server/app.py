@@ -53,8 +53,11 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
         lifespan=lifespan,
     )
     # An image may come inline as base64 in JSON, a third larger than the file itself.
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES,
-                       larger={"/v1/loras": settings.max_lora_bytes + FORM_OVERHEAD_BYTES})
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES,
+        larger={"/v1/loras": settings.max_lora_bytes + FORM_OVERHEAD_BYTES},
+    )
     app.add_exception_handler(WanError, wan_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)

@@ -68,11 +68,23 @@ class DownloadReporter:
         self.events.publish("model.download.completed", data)
 
     def failed(self, error: WanError) -> None:
-        self.events.publish("model.download.failed", {**(self.latest or self._empty()), "error": error_object(error)})
+        self.events.publish(
+            "model.download.failed", {**(self.latest or self._empty()), "error": error_object(error)}
+        )
 
     def _empty(self) -> dict[str, Any]:
-        return {"model": self.model, "variant": self.variant, "file": None, "bytes_done": 0, "bytes_total": 0,
-                "files_done": 0, "files_total": 0, "rate_bytes_per_second": 0.0, "eta_seconds": None, "error": None}
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "file": None,
+            "bytes_done": 0,
+            "bytes_total": 0,
+            "files_done": 0,
+            "files_total": 0,
+            "rate_bytes_per_second": 0.0,
+            "eta_seconds": None,
+            "error": None,
+        }
 
 
 class DownloadManager:
@@ -93,8 +105,12 @@ class DownloadManager:
                 if self.orchestrator.status(model.id, chosen.name).state == "complete":
                     return self._answer(model.id, chosen.name, "complete")
                 running = self._running[key] = DownloadReporter(self.events, model.id, chosen.name)
-                thread = threading.Thread(target=self._run, args=(running, request_id), daemon=True,
-                                          name=f"ensure {model.id} [{chosen.name}]")
+                thread = threading.Thread(
+                    target=self._run,
+                    args=(running, request_id),
+                    daemon=True,
+                    name=f"ensure {model.id} [{chosen.name}]",
+                )
                 thread.start()
                 return self._answer(model.id, chosen.name, "started")
         return self._answer(model.id, chosen.name, "running", running.latest)
@@ -106,13 +122,17 @@ class DownloadManager:
     def _run(self, reporter: DownloadReporter, request_id: str | None) -> None:
         with correlation(request_id):
             try:
-                result = self.orchestrator.ensure(reporter.model, reporter.variant, progress=reporter.progress)
+                result = self.orchestrator.ensure(
+                    reporter.model, reporter.variant, progress=reporter.progress
+                )
             except WanError as error:
                 log.warning("download of %s [%s] failed: %s", reporter.model, reporter.variant, error)
                 reporter.failed(error)
             except Exception as exc:  # a bug must still end the download visibly
                 log.exception("download of %s [%s] crashed", reporter.model, reporter.variant)
-                reporter.failed(InternalError(f"download of {reporter.model} crashed: {type(exc).__name__}: {exc}"))
+                reporter.failed(
+                    InternalError(f"download of {reporter.model} crashed: {type(exc).__name__}: {exc}")
+                )
             else:
                 reporter.completed(result.bytes_downloaded)
             finally:
@@ -120,6 +140,13 @@ class DownloadManager:
                     self._running.pop((reporter.model, reporter.variant), None)
 
     @staticmethod
-    def _answer(model: str, variant: str, status: str, progress: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"object": "model.download", "model": model, "variant": variant, "status": status,
-                "progress": progress}
+    def _answer(
+        model: str, variant: str, status: str, progress: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "object": "model.download",
+            "model": model,
+            "variant": variant,
+            "status": status,
+            "progress": progress,
+        }

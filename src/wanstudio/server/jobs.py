@@ -30,7 +30,16 @@ from wanstudio.observability import correlation, metrics
 from wanstudio.server._http import error_object
 from wanstudio.server.downloads import DownloadReporter
 from wanstudio.server.events import EventHub
-from wanstudio.server.jobstore import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, QUEUED, Job, JobStore, is_job_id
+from wanstudio.server.jobstore import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    QUEUED,
+    Job,
+    JobStore,
+    is_job_id,
+)
 from wanstudio.server.video_object import video_object
 from wanstudio.server.video_request import ParsedVideoRequest, as_api_error
 
@@ -47,15 +56,31 @@ _SHUTDOWN_REASON = "stopped because the server is shutting down"
 EngineFactory = Callable[[Settings], Engine]
 
 # What a job keeps of its GenerationResult (the rest, paths included, stays in the sidecar next to the video).
-_RESULT_FIELDS = ("metrics", "warnings", "device", "dtype", "memory_profile", "memory_plan", "fallback", "mock",
-                  "loras")
+_RESULT_FIELDS = (
+    "metrics",
+    "warnings",
+    "device",
+    "dtype",
+    "memory_profile",
+    "memory_plan",
+    "fallback",
+    "mock",
+    "loras",
+)
 
 
 class JobQueue:
     """Accepts, runs, cancels and forgets generation jobs; thread-safe."""
 
-    def __init__(self, settings: Settings, store: JobStore, events: EventHub, *,
-                 engine_factory: EngineFactory = Engine, devices: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        events: EventHub,
+        *,
+        engine_factory: EngineFactory = Engine,
+        devices: list[str] | None = None,
+    ) -> None:
         self.settings, self.store, self.events = settings, store, events
         self.videos_dir = settings.data_dir / "videos"
         self.devices = devices or worker_devices(settings)
@@ -75,8 +100,12 @@ class JobQueue:
         self._recover()
         self.sweep()
         for index, device in enumerate(self.devices):
-            engine_settings = self.settings if device == self.settings.device else replace(self.settings, device=device)
-            thread = threading.Thread(target=self._work, args=(engine_settings,), daemon=True, name=f"worker-{index}")
+            engine_settings = (
+                self.settings if device == self.settings.device else replace(self.settings, device=device)
+            )
+            thread = threading.Thread(
+                target=self._work, args=(engine_settings,), daemon=True, name=f"worker-{index}"
+            )
             thread.start()
             self._threads.append(thread)
         sweeper = threading.Thread(target=self._sweep_periodically, daemon=True, name="sweeper")
@@ -112,26 +141,45 @@ class JobQueue:
         params["loras"] = [lora.to_json() for lora in prepared.loras]
         params["memory_profile"] = prepared.memory_profile
         params["allow_fallback"] = prepared.allow_fallback
-        job = Job(id=job_id, status=QUEUED, model=prepared.model.id, variant=prepared.variant.name,
-                  created_at=time.time(), params=params, request_id=request_id,
-                  warnings=[*parsed.warnings, *prepared.warnings])
+        job = Job(
+            id=job_id,
+            status=QUEUED,
+            model=prepared.model.id,
+            variant=prepared.variant.name,
+            created_at=time.time(),
+            params=params,
+            request_id=request_id,
+            warnings=[*parsed.warnings, *prepared.warnings],
+        )
         folder.mkdir(parents=True)
         try:
             if prepared.params.image is not None:
-                prepared.params.image.save(folder / "input.png")  # the decoded pixels, never the uploaded bytes
+                prepared.params.image.save(
+                    folder / "input.png"
+                )  # the decoded pixels, never the uploaded bytes
             self.store.add(job, max_queued=self.settings.queue_max)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        log.info("queued %s: %s [%s] %sx%s, %d frames, %d steps", job.id, job.model, job.variant,
-                 params["width"], params["height"], params["num_frames"], params["steps"])
+        log.info(
+            "queued %s: %s [%s] %sx%s, %d frames, %d steps",
+            job.id,
+            job.model,
+            job.variant,
+            params["width"],
+            params["height"],
+            params["num_frames"],
+            params["steps"],
+        )
         self.events.publish("video.created", self.video(job))
         with self._lock:
             self._wakeup.notify()
         return job
 
     def video(self, job: Job) -> dict[str, Any]:
-        with self._lock:  # a job cancelled while it runs shows the progress it was cancelled at, not its wind-down
+        with (
+            self._lock
+        ):  # a job cancelled while it runs shows the progress it was cancelled at, not its wind-down
             live = dict(self._live[job.id]) if job.id in self._live and job.status == IN_PROGRESS else None
         return video_object(job, live, self.settings.job_retention)
 
@@ -141,12 +189,15 @@ class JobQueue:
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job now, a running one at its next step; a finished job is left as it is."""
         job = self.store.get(job_id)
-        error = error_object(JobCancelledError("cancelled by a client", suggestions=["submit the request again to run it"]))
+        error = error_object(
+            JobCancelledError("cancelled by a client", suggestions=["submit the request again to run it"])
+        )
         if job.status in (QUEUED, IN_PROGRESS):
             with self._lock:  # together with `_run`'s check, so that a job claimed just now is stopped too
                 live = dict(self._live[job_id]) if job_id in self._live else None
-                updated = self.store.finish(job_id, CANCELLED, error=error, only_from=(QUEUED, IN_PROGRESS),
-                                            progress=live)
+                updated = self.store.finish(
+                    job_id, CANCELLED, error=error, only_from=(QUEUED, IN_PROGRESS), progress=live
+                )
                 token = self._tokens.get(job_id)
             if token is not None:
                 token.cancel("cancelled by a client")
@@ -215,9 +266,18 @@ class JobQueue:
                 self._end(job, FAILED, started, error=error)
             except Exception as exc:
                 log.exception("%s crashed", job.id)
-                self._end(job, FAILED, started, error=InternalError(
-                    f"the server failed while running {job.id}: {type(exc).__name__}: {exc}",
-                    suggestions=["see the server log for this job's request id", "submit the request again"]))
+                self._end(
+                    job,
+                    FAILED,
+                    started,
+                    error=InternalError(
+                        f"the server failed while running {job.id}: {type(exc).__name__}: {exc}",
+                        suggestions=[
+                            "see the server log for this job's request id",
+                            "submit the request again",
+                        ],
+                    ),
+                )
             else:
                 self._end(job, COMPLETED, started, result=result.to_json())
                 metrics.steps(job.model, listener.step_seconds)
@@ -226,14 +286,23 @@ class JobQueue:
                     self._tokens.pop(job.id, None)
                     self._live.pop(job.id, None)
 
-    def _end(self, job: Job, status: str, started: float, *, result: dict[str, Any] | None = None,
-             error: WanError | None = None) -> None:
+    def _end(
+        self,
+        job: Job,
+        status: str,
+        started: float,
+        *,
+        result: dict[str, Any] | None = None,
+        error: WanError | None = None,
+    ) -> None:
         if result is not None:
             result = {key: result.get(key) for key in _RESULT_FIELDS}
         if error is not None:
             metrics.error(error.code)
-        updated = self.store.finish(job.id, status, result=result, error=error_object(as_api_error(error)) if error else None,
-                                    progress=self._live.get(job.id))
+        shown = error_object(as_api_error(error)) if error is not None else None
+        updated = self.store.finish(
+            job.id, status, result=result, error=shown, progress=self._live.get(job.id)
+        )
         metrics.generation(job.model, status, time.monotonic() - started)
         if updated is None:  # cancelled or deleted by a client while it ran: its files are not wanted
             current = self._find(job.id)
@@ -249,11 +318,22 @@ class JobQueue:
         p = job.params
         folder = self.videos_dir / job.id
         return GenerationRequest(
-            model=job.model, variant=job.variant, prompt=p["prompt"], negative_prompt=p["negative_prompt"],
-            image=folder / "input.png" if p["image"] else None, width=p["width"], height=p["height"],
-            num_frames=p["num_frames"], fps=p["fps"], steps=p["steps"], guidance_scale=p["guidance_scale"],
-            guidance_scale_2=p["guidance_scale_2"], flow_shift=p["flow_shift"], seed=p["seed"],
-            output=folder / "video.mp4", memory_profile=p.get("memory_profile"),
+            model=job.model,
+            variant=job.variant,
+            prompt=p["prompt"],
+            negative_prompt=p["negative_prompt"],
+            image=folder / "input.png" if p["image"] else None,
+            width=p["width"],
+            height=p["height"],
+            num_frames=p["num_frames"],
+            fps=p["fps"],
+            steps=p["steps"],
+            guidance_scale=p["guidance_scale"],
+            guidance_scale_2=p["guidance_scale_2"],
+            flow_shift=p["flow_shift"],
+            seed=p["seed"],
+            output=folder / "video.mp4",
+            memory_profile=p.get("memory_profile"),
             allow_fallback=bool(p.get("allow_fallback")),
             loras=tuple(LoraRequest(**lora) for lora in p.get("loras", ())),
         )
@@ -263,14 +343,20 @@ class JobQueue:
     def _recover(self) -> None:
         for job in self.store.with_status(IN_PROGRESS):
             if job.attempts < MAX_ATTEMPTS:
-                self.store.requeue(job.id, uncount_attempt=False,
-                                   warning="the server stopped while this job ran; it was run again from the start")
+                self.store.requeue(
+                    job.id,
+                    uncount_attempt=False,
+                    warning="the server stopped while this job ran; it was run again from the start",
+                )
                 log.warning("%s was running when the server stopped; it runs again", job.id)
             else:
                 error = GenerationFailedError(
                     f"{job.id} was interrupted {job.attempts} times by the server stopping while it ran",
-                    suggestions=["check the server log for crashes (out of memory?) around this job's request id",
-                                 "submit the request again, perhaps with a smaller size or fewer frames"])
+                    suggestions=[
+                        "check the server log for crashes (out of memory?) around this job's request id",
+                        "submit the request again, perhaps with a smaller size or fewer frames",
+                    ],
+                )
                 self.store.finish(job.id, FAILED, error=error_object(error))
                 log.warning("%s failed: interrupted %d times", job.id, job.attempts)
 
@@ -286,9 +372,13 @@ class JobQueue:
                 break
             self._forget(job.id, "the results passed WAN_RESULTS_MAX_BYTES")
             total -= sizes[job.id]
-        known = {job.id for job in self.store.with_status(*(QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED))}
+        known = {
+            job.id for job in self.store.with_status(*(QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED))
+        }
         for folder in self.videos_dir.iterdir() if self.videos_dir.is_dir() else ():
-            if is_job_id(folder.name) and folder.name not in known:  # left by a crash between mkdir and insert
+            if (
+                is_job_id(folder.name) and folder.name not in known
+            ):  # left by a crash between mkdir and insert
                 self._remove_files(folder.name)
 
     def _forget(self, job_id: str, why: str) -> None:
@@ -335,14 +425,21 @@ class _JobListener:
         stage_changed = report.stage != self.state["stage"]
         if report.stage == "denoising" and stage_changed:  # the first step is timed from here
             self._last_step = (0, report.elapsed_seconds)
-        if report.stage == "denoising" and report.step and (self._last_step is None or report.step > self._last_step[0]):
+        if (
+            report.stage == "denoising"
+            and report.step
+            and (self._last_step is None or report.step > self._last_step[0])
+        ):
             if self._last_step is not None:
                 self.step_seconds.append(report.elapsed_seconds - self._last_step[1])
             self._last_step = (report.step, report.elapsed_seconds)
         state = {
-            "stage": report.stage, "step": report.step, "percent": max(report.percent, self.state["percent"]),
+            "stage": report.stage,
+            "step": report.step,
+            "percent": max(report.percent, self.state["percent"]),
             "eta_seconds": None if report.eta_seconds is None else round(report.eta_seconds, 1),
-            "elapsed_seconds": round(report.elapsed_seconds, 2), "download": self.state.get("download"),
+            "elapsed_seconds": round(report.elapsed_seconds, 2),
+            "download": self.state.get("download"),
         }
         if report.download is not None:
             if self._download is None:
@@ -359,7 +456,11 @@ class _JobListener:
         if stage_changed or now - self._last_save >= SAVE_INTERVAL_SECONDS:
             self._last_save = now
             self.queue.store.save_progress(self.job.id, state)
-        if stage_changed or now - self._last_event >= EVENT_INTERVAL_SECONDS or report.step == report.total_steps:
+        if (
+            stage_changed
+            or now - self._last_event >= EVENT_INTERVAL_SECONDS
+            or report.step == report.total_steps
+        ):
             self._last_event = now
             try:
                 job = self.queue.store.get(self.job.id)

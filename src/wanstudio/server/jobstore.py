@@ -25,7 +25,13 @@ from typing import Any, Iterator
 
 from wanstudio.errors import QueueFullError, VideoNotFoundError
 
-QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"
+QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = (
+    "queued",
+    "in_progress",
+    "completed",
+    "failed",
+    "cancelled",
+)
 STATUSES = (QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 FINISHED = (COMPLETED, FAILED, CANCELLED)
 
@@ -84,8 +90,19 @@ class Job:
 
 
 _JSON_COLUMNS = ("params", "progress", "result", "error", "warnings")
-_COLUMNS = ("seq", "id", "status", "model", "variant", "created_at", "started_at", "completed_at", "attempts",
-            "request_id", *_JSON_COLUMNS)
+_COLUMNS = (
+    "seq",
+    "id",
+    "status",
+    "model",
+    "variant",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "attempts",
+    "request_id",
+    *_JSON_COLUMNS,
+)
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -132,14 +149,24 @@ class JobStore:
             if waiting >= max_queued:
                 raise QueueFullError(
                     f"the queue is full: {waiting} jobs are waiting (the limit is {max_queued})",
-                    suggestions=["retry after a job finishes (see Retry-After)",
-                                 "raise WAN_QUEUE_MAX on the server to allow a longer queue"],
+                    suggestions=[
+                        "retry after a job finishes (see Retry-After)",
+                        "raise WAN_QUEUE_MAX on the server to allow a longer queue",
+                    ],
                 )
             cursor = db.execute(
                 "INSERT INTO jobs (id, status, model, variant, created_at, attempts, request_id, params, warnings)"
                 " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                (job.id, QUEUED, job.model, job.variant, job.created_at, job.request_id, json.dumps(job.params),
-                 json.dumps(job.warnings)),
+                (
+                    job.id,
+                    QUEUED,
+                    job.model,
+                    job.variant,
+                    job.created_at,
+                    job.request_id,
+                    json.dumps(job.params),
+                    json.dumps(job.warnings),
+                ),
             )
             job.seq, job.status = int(cursor.lastrowid or 0), QUEUED
         return job
@@ -150,19 +177,30 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 WHERE seq = ?",
-                       (IN_PROGRESS, time.time(), row["seq"]))
+            db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 WHERE seq = ?",
+                (IN_PROGRESS, time.time(), row["seq"]),
+            )
             return self._get(db, row["id"])
 
     def save_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         """Record a running job's progress (a job cancelled meanwhile keeps the progress it stopped at)."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = ?",
-                             (json.dumps(progress), job_id, IN_PROGRESS))
+            self._db.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = ?",
+                (json.dumps(progress), job_id, IN_PROGRESS),
+            )
 
-    def finish(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
-               error: dict[str, Any] | None = None, progress: dict[str, Any] | None = None,
-               only_from: tuple[str, ...] = (IN_PROGRESS,)) -> Job | None:
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        progress: dict[str, Any] | None = None,
+        only_from: tuple[str, ...] = (IN_PROGRESS,),
+    ) -> Job | None:
         """Record the end of a job still in one of `only_from` (None, untouched, when it moved on or is gone:
         a job cancelled while its last step ran stays cancelled)."""
         with self._transaction() as db:
@@ -203,11 +241,15 @@ class JobStore:
             raise VideoNotFoundError(
                 f"no video with id {job_id!r} on this server",
                 param="video_id",
-                suggestions=["list the videos with GET /v1/videos; finished ones are kept for WAN_JOB_RETENTION"],
+                suggestions=[
+                    "list the videos with GET /v1/videos; finished ones are kept for WAN_JOB_RETENTION"
+                ],
             )
         return job
 
-    def list(self, *, limit: int, after: str | None = None, newest_first: bool = True) -> tuple[list[Job], bool]:
+    def list(
+        self, *, limit: int, after: str | None = None, newest_first: bool = True
+    ) -> tuple[list[Job], bool]:
         """A page of jobs after the job `after` (exclusive), and whether more follow."""
         order, compare = ("DESC", "<") if newest_first else ("ASC", ">")
         with self._lock:
@@ -224,7 +266,9 @@ class JobStore:
     def with_status(self, *statuses: str) -> list[Job]:
         marks = ",".join("?" * len(statuses))
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses
+            ).fetchall()
         return [_row_to_job(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
@@ -248,7 +292,8 @@ class JobStore:
         with self._lock:
             marks = ",".join("?" * len(FINISHED))
             rows = self._db.execute(
-                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY coalesce(completed_at, created_at)", FINISHED
+                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY coalesce(completed_at, created_at)",
+                FINISHED,
             ).fetchall()
         return [_row_to_job(row) for row in rows]
 

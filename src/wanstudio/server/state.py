@@ -54,12 +54,24 @@ class ServerState:
         queue = JobQueue(settings, store, events, engine_factory=engine_factory)
         registry = create_registry(models_root=settings.models_root)
         registry.register(_JobsCollector(store, queue, events))
-        state = cls(settings, orchestrator, store, events, queue, DownloadManager(orchestrator, events), registry,
-                    probe())
+        state = cls(
+            settings,
+            orchestrator,
+            store,
+            events,
+            queue,
+            DownloadManager(orchestrator, events),
+            registry,
+            probe(),
+        )
         _check_models(orchestrator)
         queue.start()
-        log.info("serving jobs from %s with %d worker(s) on %s", settings.data_dir, len(queue.devices),
-                 ", ".join(queue.devices))
+        log.info(
+            "serving jobs from %s with %d worker(s) on %s",
+            settings.data_dir,
+            len(queue.devices),
+            ", ".join(queue.devices),
+        )
         return state
 
     def fits(self, device: str) -> "list[Fit]":
@@ -80,8 +92,13 @@ def _check_models(orchestrator: Orchestrator) -> None:
     job trips on it (a deep sha256 check stays `wan models check --deep`)."""
     for status in orchestrator.statuses():
         if status.state == "corrupt":  # (partial is an unfinished download: the next ensure resumes it)
-            log.warning("%s [%s] is corrupt on disk: repair it with `wan models ensure --only %s --variant %s --force`",
-                        status.id, status.variant, status.id, status.variant)
+            log.warning(
+                "%s [%s] is corrupt on disk: repair it with `wan models ensure --only %s --variant %s --force`",
+                status.id,
+                status.variant,
+                status.id,
+                status.variant,
+            )
 
 
 class _JobsCollector:
@@ -101,7 +118,9 @@ class _JobsCollector:
 
         jobs = GaugeMetricFamily("wan_jobs", "Jobs in the server's database, by status.", labels=["status"])
         length = GaugeMetricFamily("wan_queue_length", "Jobs waiting for a worker.")
-        workers = GaugeMetricFamily("wan_workers_alive", "Worker threads running (one per GPU, one on a CPU).")
+        workers = GaugeMetricFamily(
+            "wan_workers_alive", "Worker threads running (one per GPU, one on a CPU)."
+        )
         subscribers = GaugeMetricFamily("wan_event_subscribers", "WebSocket clients connected to /v1/events.")
         if counts is not None:
             for status, count in counts.items():
@@ -112,13 +131,15 @@ class _JobsCollector:
         return [jobs, length, workers, subscribers]
 
 
-def _state(request: Request) -> ServerState:
+# The dependencies are `async def` on purpose: they do no I/O, and a plain `def` would make FastAPI hop to
+# its thread pool for each, waiting for the GIL behind a generating worker every time (docs/benchmarks.md).
+async def _state(request: Request) -> ServerState:
     return request.app.state.wan  # type: ignore[no-any-return]
 
 
 State = Annotated[ServerState, Depends(_state)]
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """The dependency of every /v1 route: a valid `Authorization: Bearer` key when WAN_API_KEYS is set."""
-    check_api_key(_state(request).settings.api_keys, request.headers.get("authorization"))
+    check_api_key(request.app.state.wan.settings.api_keys, request.headers.get("authorization"))

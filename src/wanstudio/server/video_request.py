@@ -35,9 +35,23 @@ DEFAULT_MODEL = "ti2v-5B"
 _INT_FIELDS = ("num_inference_steps", "num_frames", "fps", "seed")
 _FLOAT_FIELDS = ("guidance_scale",)
 _TEXT_FIELDS = ("model", "prompt", "variant", "negative_prompt", "size", "memory_profile")
-KNOWN_FIELDS = (*_TEXT_FIELDS, "seconds", "input_reference", *_INT_FIELDS, *_FLOAT_FIELDS, "loras", "allow_fallback")
-_API_FIELDS = {"steps": "num_inference_steps", "frames": "num_frames", "image": "input_reference", "lora": "loras",
-               "memory-profile": "memory_profile", "allow-fallback": "allow_fallback"}
+KNOWN_FIELDS = (
+    *_TEXT_FIELDS,
+    "seconds",
+    "input_reference",
+    *_INT_FIELDS,
+    *_FLOAT_FIELDS,
+    "loras",
+    "allow_fallback",
+)
+_API_FIELDS = {
+    "steps": "num_inference_steps",
+    "frames": "num_frames",
+    "image": "input_reference",
+    "lora": "loras",
+    "memory-profile": "memory_profile",
+    "allow-fallback": "allow_fallback",
+}
 _CLI_FLAG = re.compile(r"--([a-z][a-z_-]*) ")
 
 
@@ -69,11 +83,15 @@ def fields_from_form(items: list[tuple[str, Any]]) -> dict[str, Any]:
             fields[key] = value
     if lora_names or lora_weights or lora_weights_2:
         if len(lora_weights) not in (0, len(lora_names)) or len(lora_weights_2) not in (0, len(lora_names)):
-            raise InvalidParamsError("loras: every LoRA needs a name, and a weight for each or for none", param="loras")
+            raise InvalidParamsError(
+                "loras: every LoRA needs a name, and a weight for each or for none", param="loras"
+            )
         fields["loras"] = [
-            {"name": name,
-             **({"weight": _float(lora_weights[i], "loras", True)} if lora_weights else {}),
-             **({"weight_2": _float(lora_weights_2[i], "loras", True)} if lora_weights_2 else {})}
+            {
+                "name": name,
+                **({"weight": _float(lora_weights[i], "loras", True)} if lora_weights else {}),
+                **({"weight_2": _float(lora_weights_2[i], "loras", True)} if lora_weights_2 else {}),
+            }
             for i, name in enumerate(lora_names)
         ]
     return fields
@@ -84,9 +102,13 @@ def as_api_error(error: WanError) -> WanError:
     `steps`, "--frames 9"), while an API caller sent fields (`num_inference_steps`, `num_frames`)."""
     if error.param is not None:
         error.param = _API_FIELDS.get(error.param, error.param)
-    if error.param == "loras" and "catalogue" in error.message:  # the CLI's hints name files; a client uploads
-        error.suggestions = ["upload the LoRA: POST /v1/loras with the .safetensors file and a name",
-                             "see what is there: GET /v1/loras"]
+    if (
+        error.param == "loras" and "catalogue" in error.message
+    ):  # the CLI's hints name files; a client uploads
+        error.suggestions = [
+            "upload the LoRA: POST /v1/loras with the .safetensors file and a name",
+            "see what is there: GET /v1/loras",
+        ]
         return error
     error.suggestions = [
         _CLI_FLAG.sub(lambda flag: _API_FIELDS.get(flag[1], flag[1].replace("-", "_")) + "=", text)
@@ -96,7 +118,12 @@ def as_api_error(error: WanError) -> WanError:
 
 
 def parse_video_request(
-    fields: Mapping[str, Any], upload: bytes | None, manifest: Manifest, *, max_upload_bytes: int, from_form: bool
+    fields: Mapping[str, Any],
+    upload: bytes | None,
+    manifest: Manifest,
+    *,
+    max_upload_bytes: int,
+    from_form: bool,
 ) -> ParsedVideoRequest:
     """Check every field of a create request; INVALID_PARAMS (or PAYLOAD_TOO_LARGE) names the first bad one."""
     unknown = [name for name in fields if name not in KNOWN_FIELDS]
@@ -110,24 +137,34 @@ def parse_video_request(
         )
     text = {name: _text(fields.get(name), name) for name in _TEXT_FIELDS}
     if text["prompt"] is None:
-        raise InvalidParamsError("prompt is required: describe the video to make", param="prompt",
-                                 suggestions=['"prompt": "a red fox runs through fresh snow, morning light"'])
+        raise InvalidParamsError(
+            "prompt is required: describe the video to make",
+            param="prompt",
+            suggestions=['"prompt": "a red fox runs through fresh snow, morning light"'],
+        )
     numbers: dict[str, Any] = {name: _int(fields.get(name), name, from_form) for name in _INT_FIELDS}
     numbers.update({name: _float(fields.get(name), name, from_form) for name in _FLOAT_FIELDS})
     loras = lora_requests_from_json(_form_loras(fields.get("loras")) if from_form else fields.get("loras"))
     allow_fallback = _bool(fields.get("allow_fallback"), "allow_fallback", from_form)
 
-    image = upload if upload is not None else _image_reference(fields.get("input_reference"), max_upload_bytes)
+    image = (
+        upload if upload is not None else _image_reference(fields.get("input_reference"), max_upload_bytes)
+    )
     if image is not None and len(image) > max_upload_bytes:
         raise PayloadTooLargeError(
             f"input_reference is {len(image)} bytes; this server accepts images up to {max_upload_bytes} bytes",
             param="input_reference",
-            suggestions=["send a smaller image (the model scales it to the video size anyway)",
-                         "or raise WAN_MAX_UPLOAD_BYTES on the server"],
+            suggestions=[
+                "send a smaller image (the model scales it to the video size anyway)",
+                "or raise WAN_MAX_UPLOAD_BYTES on the server",
+            ],
         )
     if image is not None and not image:
-        raise InvalidParamsError("input_reference is an empty file", param="input_reference",
-                                 suggestions=["upload a PNG, JPEG or WebP image"])
+        raise InvalidParamsError(
+            "input_reference is an empty file",
+            param="input_reference",
+            suggestions=["upload a PNG, JPEG or WebP image"],
+        )
 
     model = manifest.resolve(text["model"] or DEFAULT_MODEL)
     variant = model.variant(text["variant"]) if text["variant"] else model.variant()
@@ -156,7 +193,9 @@ def parse_video_request(
             raise InvalidParamsError(f"size {text['size']!r} has a zero side", param="size")
         snapped = nearest_size(width, height, spec.limits)
         if snapped != (width, height):
-            warnings.append(f"size {width}x{height} is not on {model.id}'s grid; made {snapped[0]}x{snapped[1]}")
+            warnings.append(
+                f"size {width}x{height} is not on {model.id}'s grid; made {snapped[0]}x{snapped[1]}"
+            )
         request = replace(request, width=snapped[0], height=snapped[1])
 
     seconds = _seconds(fields.get("seconds"))
@@ -164,12 +203,16 @@ def parse_video_request(
         fps = request.fps or defaults.fps
         limits = spec.limits
         wanted = round(seconds * fps) + 1
-        frames = min(max(round((wanted - 1) / limits.frame_multiple) * limits.frame_multiple + 1, limits.min_frames),
-                     limits.max_frames)
+        frames = min(
+            max(round((wanted - 1) / limits.frame_multiple) * limits.frame_multiple + 1, limits.min_frames),
+            limits.max_frames,
+        )
         if abs(frames - wanted) > limits.frame_multiple:
-            warnings.append(f"{seconds:g} s is outside what {model.id} makes at {fps} fps "
-                            f"({(limits.min_frames - 1) / fps:.2f} to {(limits.max_frames - 1) / fps:.2f} s); "
-                            f"made {(frames - 1) / fps:.2f} s ({frames} frames)")
+            warnings.append(
+                f"{seconds:g} s is outside what {model.id} makes at {fps} fps "
+                f"({(limits.min_frames - 1) / fps:.2f} to {(limits.max_frames - 1) / fps:.2f} s); "
+                f"made {(frames - 1) / fps:.2f} s ({frames} frames)"
+            )
         request = replace(request, num_frames=frames)
     return ParsedVideoRequest(request, image, tuple(warnings))
 
@@ -221,8 +264,11 @@ def _seconds(value: Any) -> float | None:
     except (TypeError, ValueError):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 600:
-        raise InvalidParamsError(f"seconds must be a positive number of seconds (at most 600), not {value!r}",
-                                 param="seconds", suggestions=['"seconds": "4"'])
+        raise InvalidParamsError(
+            f"seconds must be a positive number of seconds (at most 600), not {value!r}",
+            param="seconds",
+            suggestions=['"seconds": "4"'],
+        )
     return seconds
 
 
@@ -234,8 +280,9 @@ def _form_loras(value: Any) -> Any:
         try:
             return json.loads(value)
         except json.JSONDecodeError:
-            raise InvalidParamsError('loras must be a JSON list like [{"name": "my_style", "weight": 0.8}]',
-                                     param="loras") from None
+            raise InvalidParamsError(
+                'loras must be a JSON list like [{"name": "my_style", "weight": 0.8}]', param="loras"
+            ) from None
     return value
 
 
@@ -254,28 +301,40 @@ def _image_reference(value: Any, max_upload_bytes: int) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):  # a multipart text field where a file was expected
-        raise InvalidParamsError("input_reference must be an uploaded image file", param="input_reference",
-                                 suggestions=["send it as a file part of a multipart/form-data request"])
+        raise InvalidParamsError(
+            "input_reference must be an uploaded image file",
+            param="input_reference",
+            suggestions=["send it as a file part of a multipart/form-data request"],
+        )
     if not isinstance(value, dict) or set(value) - {"image_url", "file_id"}:
-        raise InvalidParamsError('input_reference must be {"image_url": "data:image/png;base64,..."} or a file upload',
-                                 param="input_reference")
+        raise InvalidParamsError(
+            'input_reference must be {"image_url": "data:image/png;base64,..."} or a file upload',
+            param="input_reference",
+        )
     url = value.get("image_url")
     if not isinstance(url, str) or not url.startswith("data:"):
         raise InvalidParamsError(
             "input_reference: this server does not fetch images from URLs or file ids",
             param="input_reference",
-            suggestions=["upload the image as a file (multipart/form-data)",
-                         'or send it inline: {"image_url": "data:image/png;base64,..."}'],
+            suggestions=[
+                "upload the image as a file (multipart/form-data)",
+                'or send it inline: {"image_url": "data:image/png;base64,..."}',
+            ],
         )
     header, _, payload = url.partition(",")
     if not header.endswith(";base64"):
-        raise InvalidParamsError("input_reference: the data URL must be base64 encoded", param="input_reference")
+        raise InvalidParamsError(
+            "input_reference: the data URL must be base64 encoded", param="input_reference"
+        )
     if len(payload) * 3 // 4 > max_upload_bytes:
         raise PayloadTooLargeError(
-            f"input_reference is over {max_upload_bytes} bytes", param="input_reference",
+            f"input_reference is over {max_upload_bytes} bytes",
+            param="input_reference",
             suggestions=["send a smaller image", "or raise WAN_MAX_UPLOAD_BYTES on the server"],
         )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidParamsError("input_reference: the data URL is not valid base64", param="input_reference") from None
+        raise InvalidParamsError(
+            "input_reference: the data URL is not valid base64", param="input_reference"
+        ) from None
