@@ -34,7 +34,7 @@ def _orchestrator() -> Orchestrator:
 @models_app.command("list")
 def list_models(as_json: bool = JsonOption) -> None:
     """List the models: capabilities, defaults, limits, estimated VRAM and, when MODELS_ROOT is set, what is
-    on disk."""
+    on disk. LoRA entries of the manifest are listed too, marked as LoRAs."""
     with reporting("wan.models.list/1", as_json):
         from wanstudio.engine.info import model_info
 
@@ -45,7 +45,10 @@ def list_models(as_json: bool = JsonOption) -> None:
             emit_json("wan.models.list/1", {"models": models})
             return
         for model in models:
-            can = ", ".join(model["engine"].get("capabilities", [])) or "not runnable here"
+            if model["kind"] == "lora":  # an overlay: ensured like a model, applied with --lora
+                can = f"LoRA for {', '.join(model['base_models'])}"
+            else:
+                can = ", ".join(model["engine"].get("capabilities", [])) or "not runnable here"
             print(f"{model['id']}  ({can}; {model['family']})  {model['description']}")
             for variant in model["variants"]:
                 size = format_bytes(variant["bytes"]) if variant["bytes"] is not None else "size from the Hub"

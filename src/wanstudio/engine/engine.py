@@ -245,7 +245,8 @@ class Engine:
         # LoRAs live on the cached pipeline's modules: applied, run and unloaded under its lock, so that no
         # LoRA ever leaks into another job (unloaded on failure and cancellation too).
         with entry.lock, loras_applied(entry.value, job.loras, self.settings, model=f"{model.id} [{variant.name}]",
-                                       max_bytes=self.settings.max_lora_bytes) as loras:
+                                       max_bytes=self.settings.max_lora_bytes,
+                                       orchestrator=self.orchestrator) as loras:
             memory.start()
             tracker.enter("denoising")
 

@@ -1,7 +1,8 @@
 """What each model can do, what it needs, what is on disk; and which model suits a request.
 
 `model_info` describes one manifest model through its family's spec (capabilities, inputs, defaults,
-limits, estimated VRAM per resolution and memory profile) and the store (state of each variant).
+limits, estimated VRAM per resolution and memory profile) and the store (state of each variant); a LoRA
+entry of the manifest (``kind = "lora"``) is described with its base models and no engine part.
 `recommend` picks a model, variant and memory profile for a task, inputs, VRAM and a preference, and
 says why: the denoiser's parameter count stands for quality, its inverse for speed. `what_fits` plans
 each model on the probed hardware (`wan doctor`).
@@ -56,13 +57,16 @@ def spec_json(spec: ModelSpec) -> dict[str, Any]:
 
 
 def model_info(orchestrator: Orchestrator, model: Model, *, with_status: bool = True) -> dict[str, Any]:
-    """Capabilities, limits, defaults, VRAM estimates and local status of one model, as a JSON object."""
+    """Capabilities, limits, defaults, VRAM estimates and local status of one model, as a JSON object.
+
+    `kind` is ``model`` or ``lora``; a LoRA has `base_models` and `engine` None (it generates nothing)."""
     info: dict[str, Any] = {
         "id": model.id,
         "name": model.name,
         "version": model.version,
+        "kind": model.kind,
         "family": model.family,
-        "task": model.task,
+        "task": model.task or None,
         "description": model.description,
         "default_variant": model.default_variant,
         "optional_components": list(model.optional_components),
@@ -80,6 +84,10 @@ def model_info(orchestrator: Orchestrator, model: Model, *, with_status: bool = 
             for v in model.variants.values()
         ],
     }
+    if model.is_lora:
+        info["base_models"] = list(model.base_models)
+        info["engine"] = None
+        return info
     try:
         info["engine"] = spec_json(spec_of(family_for(model), model))
     except WanError as error:  # a model whose family is not installed is still listed, with the reason
@@ -116,7 +124,7 @@ def recommend(
     candidates = []
     for model in orchestrator.manifest.models.values():
         try:
-            spec = spec_of(family_for(model), model)
+            spec = spec_of(family_for(model), model)  # a LoRA entry has no family to run it: skipped
         except WanError:
             continue
         if (wants_image and spec.image == IMAGE_NONE) or (not wants_image and spec.image == IMAGE_REQUIRED):
@@ -199,7 +207,7 @@ def what_fits(orchestrator: Orchestrator, hardware: HardwareInfo, device: str) -
     fits = []
     for model in orchestrator.manifest.models.values():
         try:
-            spec = spec_of(family_for(model), model)
+            spec = spec_of(family_for(model), model)  # a LoRA entry has no family to run it: skipped
         except WanError:
             continue
         names = [model.default_variant]

@@ -9,7 +9,9 @@ to the transformer's linear layers. What this package of modules adds around dif
   "weight_2"}]`` (``lora_requests_from_json``: catalogue names only, a remote client never names a path
   on the server). Weights are in [-4, 4]; at most 8 LoRAs a job.
 - **The catalogue** (``_lora_catalog``): ``{MODELS_ROOT}/loras/<name>.safetensors``, names that cannot
-  leave the folder, and ``install_lora`` to add a checked file by rename.
+  leave the folder, and ``install_lora`` to add a checked file by rename; and the manifest's LoRA entries
+  (``kind = "lora"``), named by id, looked up when a job is validated and ensured (downloaded, verified,
+  counted as a use for gc) when it is applied.
 - **File checks before loading** (``_lora_file``): safetensors only, judged by content (a pickle can run
   code), a size limit, LoRA keys only, paired and consistent shapes; all from the header. Original-Wan /
   ComfyUI and kohya (musubi-tuner) keys go through diffusers' own converters.
@@ -39,7 +41,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from wanstudio.config import Settings
 from wanstudio.engine._lora_catalog import (
@@ -51,6 +53,8 @@ from wanstudio.engine._lora_catalog import (
     is_lora_path,
     list_loras,
     lora_dir,
+    lora_file_path,
+    manifest_lora,
 )
 from wanstudio.engine._lora_file import (
     DEFAULT_MAX_LORA_BYTES,
@@ -78,6 +82,9 @@ from wanstudio.engine._lora_requests import (
 )
 from wanstudio.errors import WanError
 
+if TYPE_CHECKING:
+    from wanstudio.orchestrator.orchestrator import Orchestrator
+
 __all__ = [
     "DEFAULT_MAX_LORA_BYTES",
     "EXPERTS",
@@ -100,8 +107,10 @@ __all__ = [
     "install_lora",
     "list_loras",
     "lora_dir",
+    "lora_file_path",
     "lora_requests_from_json",
     "loras_applied",
+    "manifest_lora",
     "parse_lora_arg",
     "unload_loras",
 ]
@@ -152,11 +161,14 @@ def apply_loras(
     *,
     model: str | None = None,
     max_bytes: int | None = DEFAULT_MAX_LORA_BYTES,
+    orchestrator: Orchestrator | None = None,
 ) -> LoraOutcome:
     """Load each LoRA as its own adapter and set the weights; skip (with a warning) each one that cannot be
     found, read or fitted. `pipeline` is a diffusers Wan pipeline, or an object holding one as ``.pipeline``
-    (the wan family's loaded model); `model` names it in warnings. Call ``unload_loras`` after the job.
-    Any LoRA left on the pipeline by an earlier job (one that crashed before unloading) is removed first."""
+    (the wan family's loaded model); `model` names it in warnings. A manifest LoRA is ensured first through
+    `orchestrator` (default: one for `settings`); one that cannot be obtained is skipped like the others.
+    Call ``unload_loras`` after the job. Any LoRA left on the pipeline by an earlier job (one that crashed
+    before unloading) is removed first."""
     outcome = LoraOutcome()
     if not requests:
         return outcome
@@ -171,7 +183,7 @@ def apply_loras(
     for index, request in enumerate(requests):
         adapter = f"{_ADAPTER_PREFIX}{index}"
         try:
-            applied, notes = _apply_one(pipeline, request, adapter, settings, model, max_bytes)
+            applied, notes = _apply_one(pipeline, request, adapter, settings, model, max_bytes, orchestrator)
         except WanError as exc:
             outcome.warnings.append(f"LoRA {request.name!r} skipped: {_reason(exc.message, request.name)}")
             continue
@@ -218,6 +230,7 @@ def loras_applied(
     *,
     model: str | None = None,
     max_bytes: int | None = DEFAULT_MAX_LORA_BYTES,
+    orchestrator: Orchestrator | None = None,
 ) -> Iterator[LoraOutcome]:
     """``apply_loras`` for the body of the ``with``, then ``unload_loras`` however the body ends (cancelled,
     failed): a LoRA never outlives its job. Without requests it touches nothing."""
@@ -225,16 +238,18 @@ def loras_applied(
         yield LoraOutcome()
         return
     try:
-        yield apply_loras(pipeline, requests, settings, model=model, max_bytes=max_bytes)
+        yield apply_loras(pipeline, requests, settings, model=model, max_bytes=max_bytes, orchestrator=orchestrator)
     finally:
         unload_loras(pipeline)
 
 
 def _apply_one(
-    pipeline: Any, request: LoraRequest, adapter: str, settings: Settings, model: str, max_bytes: int | None
+    pipeline: Any, request: LoraRequest, adapter: str, settings: Settings, model: str, max_bytes: int | None,
+    orchestrator: Orchestrator | None = None,
 ) -> tuple[AppliedLora | None, list[str]]:
-    """Find, inspect, fit and load one LoRA as `adapter`; raises (WanError or the loader's error) to skip it."""
-    path = find_lora(request.name, settings)
+    """Find (a manifest LoRA: ensure), inspect, fit and load one LoRA as `adapter`; raises (WanError or the
+    loader's error) to skip it."""
+    path = find_lora(request.name, settings, fetch=True, orchestrator=orchestrator)
     label = request.name if not is_lora_path(request.name) else str(path)
     info = inspect_lora(path, max_bytes=max_bytes, label=label)
     plan, notes = plan_experts(pipeline, info, request, model)

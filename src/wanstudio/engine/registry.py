@@ -52,7 +52,19 @@ def load_families() -> dict[str, ModelFamily]:
 
 
 def family_for(model: Model) -> ModelFamily:
-    """The family that runs `model`, or an error naming the installed families and what to install."""
+    """The family that runs `model`, or an error naming the installed families and what to install.
+
+    A LoRA entry of the manifest (``kind = "lora"``) is no video model: MODEL_NOT_FOUND says how to use it.
+    Every caller that looks for generators (recommend, what_fits, the fallback, /v1/models) skips a model
+    whose family raises, so this is the one place that keeps LoRAs out of them."""
+    if model.is_lora:
+        raise ModelNotFoundError(
+            f"{model.id} is a LoRA (for {', '.join(model.base_models)}), not a video model: generate with one of "
+            f"its base models and name it as a LoRA",
+            param="model",
+            suggestions=[f"wan generate --model {model.base_models[0]} --lora {model.id}",
+                         f'POST /v1/videos with "model": "{model.base_models[0]}", "loras": [{{"name": "{model.id}"}}]'],
+        )
     families = load_families()
     family = families.get(model.family)
     if family is not None:

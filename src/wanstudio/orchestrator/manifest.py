@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 SHARD_INDEX_SUFFIX = ".index.json"
 TASKS = ("t2v", "i2v", "ti2v")
+KINDS = ("model", "lora")
+"""What a manifest entry is: a video model (the default), or a LoRA overlay for some of the models."""
+LORA_FILE_SUFFIX = ".safetensors"
 
 _MODEL_ID = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<version>[A-Za-z0-9][A-Za-z0-9._+-]*)$")
 _SIMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -100,6 +103,14 @@ class Model:
     description: str = ""
     optional_components: tuple[str, ...] = ()
     hf: HubRef | None = None
+    kind: str = "model"
+    """``model`` (a video model) or ``lora`` (a LoRA overlay: one .safetensors file per variant)."""
+    base_models: tuple[str, ...] = ()
+    """For a LoRA: the models it is made for, as written in the manifest (ids or bare names of models)."""
+
+    @property
+    def is_lora(self) -> bool:
+        return self.kind == "lora"
 
     @property
     def name(self) -> str:
@@ -254,7 +265,14 @@ def parse_manifest(text: str, origin: str = "<memory>") -> Manifest:
     if not isinstance(models_table, dict):
         raise ManifestInvalidError(f"manifest {origin}: 'models' must be a table of models keyed by id")
     models = {model_id: _parse_model(model_id, raw, origin) for model_id, raw in models_table.items()}
-    return Manifest(models=models, origin=origin)
+    manifest = Manifest(models=models, origin=origin)
+    _check_base_models(manifest)
+    return manifest
+
+
+def is_model_id(text: str) -> bool:
+    """Whether `text` has the form of a canonical id, ``name@version``."""
+    return bool(_MODEL_ID.match(text))
 
 
 # -- schema migration -----------------------------------------------------------------------------------------
@@ -405,17 +423,31 @@ def _parse_model(model_id: str, raw: Any, origin: str) -> Model:
     family = fields.get("family", str, required=True)
     if not _SIMPLE_NAME.match(family):
         fields.fail(f"{where}.family {family!r} must use letters, digits, '.', '_' and '-' only")
+    kind = fields.get("kind", str, default="model")
+    if kind not in KINDS:
+        fields.fail(f"{where}.kind {kind!r} must be one of {', '.join(KINDS)}")
+    lora = kind == "lora"
     hf = _parse_hub_ref(fields.get("hf", dict), f"{where}.hf", fields)
     variants_raw = fields.get("variants", dict, required=True)
-    variants = {name: _parse_variant(name, raw_v, hf, f"{where}.variants.{name}", fields) for name, raw_v in variants_raw.items()}
+    variants: dict[str, Variant] = {}
+    for name, raw_v in variants_raw.items():
+        if lora:
+            _check_lora_variant(raw_v, f"{where}.variants.{name}", fields)
+        variants[name] = _parse_variant(name, raw_v, hf, f"{where}.variants.{name}", fields)
     if not variants:
         fields.fail(f"{where}.variants must define at least one variant")
     default_variant = fields.get("default_variant", str, required=True)
     if default_variant not in variants:
         fields.fail(f"{where}.default_variant {default_variant!r} is not one of its variants ({', '.join(sorted(variants))})")
-    task = fields.get("task", str, required=True)
-    if task not in TASKS:
+    task = fields.get("task", str, required=not lora, default="")
+    if task not in TASKS and not (lora and task == ""):
         fields.fail(f"{where}.task {task!r} must be one of {', '.join(TASKS)}")
+    base_models = fields.strings("base_models")
+    if lora and not base_models:
+        fields.fail(f'{where}.base_models is required for kind = "lora": the ids of the models it is made for, '
+                    'e.g. base_models = ["ti2v-5B@2.2.0"]')
+    if not lora and "base_models" in fields.table:
+        fields.fail(f'{where}.base_models is only for LoRA entries: add kind = "lora", or remove it')
     return Model(
         id=model_id,
         family=family,
@@ -425,7 +457,47 @@ def _parse_model(model_id: str, raw: Any, origin: str) -> Model:
         description=fields.get("description", str, default=""),
         optional_components=fields.strings("optional_components"),
         hf=hf,
+        kind=kind,
+        base_models=base_models,
     )
+
+
+def _check_lora_variant(raw: Any, where: str, parent: _Fields) -> None:
+    """A LoRA variant lists exactly one file, a required .safetensors: what `find_lora` hands to the loader.
+    Checked on the raw table, before the generic variant rules, so that the message speaks of LoRAs."""
+    fields = _Fields(raw, where, parent.origin, parent.model_id)
+    files = fields.get("files", list, default=[])
+    if "hf_allow_patterns" in fields.table or not files:
+        fields.fail(f"{where} of a LoRA must list its one {LORA_FILE_SUFFIX} file in `files` (path, size, sha256); "
+                    "a file list from the Hub (hf_allow_patterns) is for models")
+    paths = [entry.get("path") if isinstance(entry, dict) else entry for entry in files]
+    if len(files) != 1:
+        fields.fail(f"{where} of a LoRA must list exactly one {LORA_FILE_SUFFIX} file, not {len(files)} "
+                    f"({', '.join(repr(p) for p in paths)})")
+    [entry] = files
+    if isinstance(entry, dict):
+        if isinstance(entry.get("path"), str) and not entry["path"].endswith(LORA_FILE_SUFFIX):
+            fields.fail(f"{where}: the file of a LoRA must be a {LORA_FILE_SUFFIX} file, not {entry['path']!r}")
+        if entry.get("optional") is True:
+            fields.fail(f"{where}: the file of a LoRA is the LoRA itself and cannot be optional")
+
+
+def _check_base_models(manifest: Manifest) -> None:
+    """Each LoRA's base_models name video models of the same manifest (ids, or bare names of models)."""
+    for model in manifest.models.values():
+        for base in model.base_models:
+            try:
+                target = manifest.resolve(base)
+            except ModelNotFoundError:
+                target = None
+            if target is None or target.is_lora:
+                models = sorted(m.id for m in manifest.models.values() if not m.is_lora)
+                what = "is a LoRA" if target is not None else "is not in the manifest"
+                raise ManifestInvalidError(
+                    f'manifest {manifest.origin}, model {model.id}: models."{model.id}".base_models names {base!r}, '
+                    f"which {what}; base models are the video models of this manifest: {', '.join(models) or 'none'}",
+                    suggestions=["fix the manifest entry named above (see the manifest format in docs/manifest.md)"],
+                )
 
 
 def _parse_hub_ref(raw: dict[str, Any] | None, where: str, parent: _Fields, inherited: HubRef | None = None) -> HubRef | None:

@@ -3,6 +3,10 @@
 An upload is streamed to a private temporary file in the catalogue folder, never under a name the client
 chose, and published by `install_lora`: safetensors only (judged by content), at most `WAN_MAX_LORA_BYTES`,
 keys and shapes that make a LoRA of a WAN transformer. Jobs then name it in `loras`.
+
+The list also shows the manifest's LoRA entries (`source: "manifest"`, named by id, with `state` on disk and
+`base_models`); a job that names one gets it downloaded first. They belong to the store: uploads and
+deletes here touch catalogue files only (`wan models gc` removes a manifest LoRA like any model).
 """
 
 from __future__ import annotations
@@ -15,8 +19,16 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from wanstudio.engine.lora import LORA_SUFFIX, check_lora_name, install_lora, list_loras, lora_dir
+from wanstudio.engine.lora import (
+    LORA_SUFFIX,
+    check_lora_name,
+    install_lora,
+    list_loras,
+    lora_dir,
+    manifest_lora,
+)
 from wanstudio.errors import InvalidParamsError, PayloadTooLargeError, VideoNotFoundError
+from wanstudio.orchestrator.manifest import is_model_id
 from wanstudio.server.state import State, require_api_key
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["loras"])
@@ -25,7 +37,7 @@ _CHUNK = 1 << 20
 
 
 def _public(entry: dict[str, Any]) -> dict[str, Any]:
-    """A catalogue entry as the API shows it: no server paths."""
+    """A catalogue or manifest LoRA as the API shows it: no server paths."""
     return {"object": "lora", **{key: value for key, value in entry.items() if key != "path"}}
 
 
@@ -47,7 +59,7 @@ async def upload_lora(request: Request, state: State) -> dict[str, Any]:
     if not isinstance(name, str) or not name.strip():
         raise InvalidParamsError("name is required: what jobs will call this LoRA in `loras`", param="name",
                                  suggestions=["name=my_style"])
-    stem = check_lora_name(name.strip(), param="name")
+    stem = check_lora_name(name.strip(), param="name", catalogue=True)
     folder = lora_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".upload-{uuid.uuid4().hex}.part"
@@ -75,8 +87,13 @@ async def upload_lora(request: Request, state: State) -> dict[str, Any]:
 
 @router.delete("/loras/{name}")
 def delete_lora(name: str, state: State) -> dict[str, Any]:
-    stem = check_lora_name(name, param="name")
+    stem = check_lora_name(name, param="name")  # a catalogue name, or a manifest LoRA's id
     path = lora_dir(state.settings) / f"{stem}{LORA_SUFFIX}"
+    if manifest_lora(stem, state.settings) is not None and (is_model_id(stem) or not path.is_file()):
+        raise InvalidParamsError(f"LoRA {stem!r} is an entry of the models manifest, not a catalogue file: the store "
+                                 "manages it like a model", param="name",
+                                 suggestions=["wan models gc removes it when it is unused (and not pinned)"])
+    stem = check_lora_name(stem, param="name", catalogue=True)
     try:
         os.unlink(path)
     except FileNotFoundError:

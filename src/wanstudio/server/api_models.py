@@ -1,4 +1,8 @@
-"""`/v1/models`: the models with capabilities, limits, per-variant defaults and local status; downloads."""
+"""`/v1/models`: the models with capabilities, limits, per-variant defaults and local status; downloads.
+
+These are what a job's `model` may name, so LoRA entries of the manifest (`kind = "lora"`) are not listed
+here but in `GET /v1/loras`; `POST /v1/models/{id}/ensure` takes them like any model (a download).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from wanstudio.engine.info import model_info
 from wanstudio.engine.registry import family_for, spec_of
-from wanstudio.errors import InvalidParamsError, WanError
+from wanstudio.errors import InvalidParamsError, ModelNotFoundError, WanError
 from wanstudio.orchestrator.manifest import Model
 from wanstudio.server.state import ServerState, State, require_api_key
 
@@ -36,13 +40,19 @@ def model_object(state: ServerState, model: Model) -> dict[str, Any]:
 
 @router.get("/models")
 def list_models(state: State) -> dict[str, Any]:
-    models = state.orchestrator.manifest.models.values()
+    models = [model for model in state.orchestrator.manifest.models.values() if not model.is_lora]
     return {"object": "list", "data": [model_object(state, model) for model in models]}
 
 
 @router.get("/models/{model_id}")
 def retrieve_model(model_id: str, state: State) -> dict[str, Any]:
-    return model_object(state, state.orchestrator.manifest.resolve(model_id))
+    model = state.orchestrator.manifest.resolve(model_id)
+    if model.is_lora:
+        raise ModelNotFoundError(
+            f"{model.id} is a LoRA (for {', '.join(model.base_models)}), not a video model",
+            param="model", suggestions=["GET /v1/loras lists it", f"POST /v1/models/{model.id}/ensure downloads it"],
+        )
+    return model_object(state, model)
 
 
 @router.post("/models/{model_id}/ensure", status_code=202)
