@@ -56,6 +56,7 @@ def test_an_uploaded_lora_is_listed_and_applies_to_the_job_that_names_it(server:
     after = server.wait_for(create(client, seed=5).id)
     assert [v["status"] for v in (plain, styled, after)] == ["completed"] * 3
     assert [lora["name"] for lora in styled["loras_applied"]] == ["grain"]
+    assert "path" not in styled["loras_applied"][0]  # no server file paths in what clients see
     assert styled["parameters"]["loras"] == [{"name": "grain", "weight": 0.8, "weight_2": None}]
     assert plain["loras_applied"] == after["loras_applied"] == []
     contents = [client.videos.download_content(v["id"]).content for v in (plain, styled, after)]

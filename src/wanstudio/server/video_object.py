@@ -37,7 +37,8 @@ def video_object(job: Job, live: dict[str, Any] | None, retention_seconds: float
         "download": progress.get("download") if job.status == "in_progress" else None,
         "metrics": result.get("metrics"),
         "memory_plan": result.get("memory_plan"),
-        "loras_applied": result.get("loras"),  # what was asked is in parameters.loras
+        # What was asked is in parameters.loras; what was applied, without the server's file paths:
+        "loras_applied": [_without_path(lora) for lora in result["loras"]] if result.get("loras") is not None else None,
         "fallback": result.get("fallback"),
         "mock": bool(result.get("mock")),
         "warnings": job.warnings + [w for w in result.get("warnings", []) if w not in job.warnings],
@@ -45,3 +46,7 @@ def video_object(job: Job, live: dict[str, Any] | None, retention_seconds: float
         "attempts": job.attempts,
         "request_id": job.request_id,
     }
+
+
+def _without_path(lora: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in lora.items() if key != "path"}
