@@ -1,9 +1,13 @@
 """The web UI at `GET /`, driven in a real browser (Playwright and Debian's headless Chromium) against a
 real `wan serve` running the bundled dev models.
 
-One server and one browser serve the whole module (each test gets a fresh page); the API-key test starts
-its own server. Nothing leaves loopback: the Hub endpoint is a closed local port, the dev variants come
-from the package, and the page loads no external resource.
+One server and one browser serve the whole module (each test gets a fresh page); the API-key and mock tests
+start their own servers. Nothing leaves loopback: the Hub endpoint is a closed local port, the dev variants
+come from the package, and the page loads no external resource.
+
+Not driven here: the fallback note of a video card. A fallback happens only when the planner finds that the
+model does not fit the machine, or when the model runs out of memory; the dev models fit any machine, and
+nothing on a CPU makes them run out of memory for real (tests/test_oom_recovery.py covers the engine side).
 """
 
 from __future__ import annotations
@@ -131,6 +135,28 @@ def submit(page: Any, prompt: str, **fields: str) -> Any:
     return card
 
 
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real LoRA (peft layers for the ti2v-5B dev transformer, saved as diffusers writes them)."""
+    from test_lora import Pipelines, lora_layers, save_diffusers_lora
+
+    pipelines = Pipelines(tmp_path_factory.mktemp("lora-store"))
+    layers, config = lora_layers(pipelines["ti2v-5B"].pipeline.transformer, seed=7)
+    return save_diffusers_lora(tmp_path_factory.mktemp("lora") / "browser-grain.safetensors", layers, config)
+
+
+BOUNDARY = "wanstudio-browser-test-boundary"
+
+
+def _multipart(fields: dict[str, str], file: Path) -> bytes:
+    """A multipart/form-data body of text `fields` and `file` as the `file` part (POST /v1/loras)."""
+    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+             for key, value in fields.items()]
+    parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{file.name}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + file.read_bytes() + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
 def api_job(server: WanServer, prompt: str, **fields: Any) -> str:
     status, video, _ = server.request("POST", "/v1/videos",
                                       {"model": MODEL, "variant": VARIANT, "prompt": prompt, **fields})
@@ -171,6 +197,26 @@ def test_form_adapts_to_the_model_and_variant(server: WanServer, open_page: Call
     bf16 = page.locator("[data-testid=variant-bf16]")
     expect(bf16.locator("[data-testid=variant-state]")).to_have_text("not downloaded")
     expect(bf16.locator("[data-testid=download-variant]")).to_be_visible()
+
+    # the machine, as /readyz describes it, in the header and beside the memory options
+    hardware = server.request("GET", "/readyz")[1]["hardware"]
+    line = page.locator("[data-testid=hardware]")
+    expect(line).to_contain_text(f"{hardware['cpu_count']} core")
+    expect(line).to_contain_text("RAM")
+    if hardware["gpus"]:
+        expect(line).to_contain_text(hardware["gpus"][0]["name"])
+    else:
+        expect(line).to_contain_text("CPU only")
+    # the memory profiles: automatic first (what the planner picks here), then the model's own
+    page.click("#advanced summary")
+    profiles = page.locator("#memory_profile option").evaluate_all("options => options.map(o => o.value)")
+    assert profiles == ["", *[p["name"] for p in model["engine"]["memory_profiles"]]]
+    fit = next(f for f in model["fits"] if f["variant"] == VARIANT)
+    automatic = re.compile(f"^Automatic \\({fit['memory_profile']} here")
+    expect(page.locator("#memory_profile option").first).to_have_text(automatic)
+    expect(page.locator("#memory_profile-hint")).to_contain_text(fit["reason"])
+    expect(page.locator("#allow_fallback")).not_to_be_checked()
+    expect(page.locator("#allow_fallback-hint")).to_contain_text("smaller model")
 
     # the image input follows engine.inputs.image: optional, required, none
     expect(page.locator("#image-field")).to_be_visible()
@@ -254,10 +300,153 @@ def test_an_image_goes_with_the_job(server: WanServer, open_page: Callable[..., 
     assert video["parameters"]["image"] is True
 
 
-def test_cancel_running_and_queued_jobs_from_the_page(server: WanServer,
+def test_a_lora_uploaded_from_the_page_is_chosen_weighted_and_applied(
+        server: WanServer, lora_file: Path, open_page: Callable[..., Any]) -> None:
+    page = open_page(server)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    choose(page)
+    page.click("#lora-upload summary")
+    page.set_input_files("#lora-file", str(lora_file))
+    expect(page.locator("#lora-name")).to_have_value("browser-grain")  # from the file's name
+    page.click("[data-testid=lora-upload]")
+    expect(page.locator("[data-testid=lora-upload-status]")).to_contain_text("Uploaded browser-grain")
+    expect(page.locator("[data-testid=lora-upload-progress]")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("[data-testid=lora-upload-error]")).to_be_hidden()
+    entry = page.locator("[data-testid=lora-entry][data-name=browser-grain]")
+    expect(entry).to_contain_text("rank 4")
+    assert "browser-grain" in [e["name"] for e in server.request("GET", "/v1/loras")[1]["data"]]
+
+    # chosen for the job, with a weight: the number and the slider stay in step
+    entry.locator("[data-testid=lora-add]").click()
+    expect(entry.locator("[data-testid=lora-add]")).to_be_disabled()  # once per job
+    chosen = page.locator("[data-testid=lora-chosen][data-name=browser-grain]")
+    expect(chosen.locator("[data-testid=lora-weight]")).to_have_value("1")
+    chosen.locator("[data-testid=lora-weight]").fill("0.7")
+    expect(chosen.locator("[data-testid=lora-weight-range]")).to_have_value("0.7")
+    expect(chosen.locator("[data-testid=lora-weight-2]")).to_have_count(0)  # one transformer
+    choose(page, "t2v-A14B", "dev")  # two experts: a low-noise weight too; the choice stays
+    expect(chosen.locator("[data-testid=lora-weight-2]")).to_be_visible()
+    expect(chosen.locator("[data-testid=lora-weight]")).to_have_value("0.7")
+    choose(page)
+    expect(chosen.locator("[data-testid=lora-weight-2]")).to_have_count(0)
+
+    card = submit(page, "a fox in fresh snow, with film grain")
+    expect(card.locator("[data-testid=lora-asked]")).to_have_text("LoRA browser-grain ×0.7")
+    expect(card).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+    expect(card.locator("[data-testid=lora-applied]")).to_have_text("LoRA browser-grain ×0.7")
+    expect(card.locator("[data-testid=lora-skipped]")).to_have_count(0)
+    video = server.request("GET", f"/v1/videos/{card.get_attribute('data-id')}")[1]
+    assert video["parameters"]["loras"] == [{"name": "browser-grain", "weight": 0.7, "weight_2": None}]
+    applied = [(lora["name"], lora["weights"]) for lora in video["loras_applied"]]
+    assert applied == [("browser-grain", {"transformer": 0.7})]
+
+    # Reuse brings the LoRA and its weight back into a reset form
+    page.click("#reset-defaults")
+    expect(page.locator("[data-testid=lora-chosen]")).to_have_count(0)
+    card.locator("[data-testid=reuse]").click()
+    expect(chosen.locator("[data-testid=lora-weight]")).to_have_value("0.7")
+
+    # deleted from the catalogue (a second click confirms): the job's choice says it is gone
+    entry.locator("[data-testid=lora-delete]").click()
+    expect(entry.locator("[data-testid=lora-delete]")).to_have_text("Delete?")
+    entry.locator("[data-testid=lora-delete]").click()
+    expect(entry).to_have_count(0)
+    assert "browser-grain" not in [e["name"] for e in server.request("GET", "/v1/loras")[1]["data"]]
+    expect(chosen.locator(".lora-problem")).to_contain_text("not in the catalogue")
+
+
+def test_a_bad_lora_upload_shows_the_error_and_a_broken_file_its_problem(
+        server: WanServer, tmp_path: Path, open_page: Callable[..., Any]) -> None:
+    noise = tmp_path / "noise.safetensors"
+    noise.write_bytes(os.urandom(4000))
+    page = open_page(server)
+    choose(page)
+    page.click("#lora-upload summary")
+    page.set_input_files("#lora-file", str(noise))
+    page.click("[data-testid=lora-upload]")
+    box = page.locator("[data-testid=lora-upload-error]")
+    expect(box).to_be_visible()
+    expect(box.locator("[data-testid=error-code]")).to_have_text("INVALID_PARAMS")
+    expect(box.locator("[data-testid=error-message]")).to_contain_text("not a safetensors file")
+    expect(box.locator("[data-testid=error-suggestions] li").first).to_contain_text(".safetensors version")
+    expect(page.locator("#lora-file")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("[data-testid=lora-entry][data-name=noise]")).to_have_count(0)
+    assert "noise" not in [e["name"] for e in server.request("GET", "/v1/loras")[1]["data"]]
+
+    # a damaged file put in the catalogue folder by hand: listed with its problem, and not selectable
+    broken = Path(server.env["MODELS_ROOT"]) / "loras" / "hand-copied.safetensors"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(os.urandom(100))
+    try:
+        page.click("#lora-refresh")
+        entry = page.locator("[data-testid=lora-entry][data-name=hand-copied]")
+        expect(entry.locator("[data-testid=lora-problem]")).to_contain_text("not a safetensors file")
+        expect(entry.locator("[data-testid=lora-add]")).to_be_disabled()
+    finally:
+        broken.unlink()
+
+
+def test_a_memory_profile_and_fallback_go_with_the_job_and_show_on_its_card(
+        server: WanServer, open_page: Callable[..., Any]) -> None:
+    page = open_page(server)
+    choose(page)
+    page.click("#advanced summary")
+    page.select_option("#memory_profile", "model_offload")
+    page.check("#allow_fallback")
+    expect(page.locator("#advanced-summary")).to_have_text("model_offload · fallback allowed")
+    card = submit(page, "a heron lifts off a misty lake")
+    expect(card.locator("[data-testid=memory-profile]")).to_have_text("memory: model_offload")  # asked
+    expect(card).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+    video = server.request("GET", f"/v1/videos/{card.get_attribute('data-id')}")[1]
+    parameters = video["parameters"]
+    assert parameters["memory_profile"] == "model_offload" and parameters["allow_fallback"] is True
+    assert video["memory_plan"]["profile"] == "model_offload"
+    assert video["mock"] is False and video["fallback"] is None
+    memory = card.locator("[data-testid=memory-profile]")
+    expect(memory).to_have_text("memory: model_offload")  # used
+    expect(memory).to_have_attribute("title", re.compile("asked for model_offload"))  # the plan's reason
+    expect(card.locator("[data-testid=fallback-allowed]")).to_be_visible()
+    expect(card.locator("[data-testid=fallback-note]")).to_be_hidden()
+    expect(card.locator("[data-testid=mock-badge]")).to_be_hidden()
+
+    # reset clears the options; Reuse brings them back
+    page.click("#reset-defaults")
+    expect(page.locator("#memory_profile")).to_have_value("")
+    expect(page.locator("#allow_fallback")).not_to_be_checked()
+    card.locator("[data-testid=reuse]").click()
+    expect(page.locator("#memory_profile")).to_have_value("model_offload")
+    expect(page.locator("#allow_fallback")).to_be_checked()
+
+
+def test_a_mock_video_is_marked_as_one_on_its_card(wan_server: Callable[..., WanServer],
+                                                  open_page: Callable[..., Any]) -> None:
+    """WAN_ALLOW_MOCK=1 and a variant that cannot be fetched (the Hub is a closed port): the server makes a
+    test pattern, and the card must say so loudly."""
+    mocking = wan_server(WAN_ALLOW_MOCK="1", WAN_DEVICE="cpu")
+    page = open_page(mocking)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    choose(page, MODEL, "bf16")  # not downloaded, and cannot be
+    card = submit(page, "a fox that cannot be made", width="64", height="64", num_frames="5", steps="2")
+    expect(card).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+    video = mocking.request("GET", f"/v1/videos/{card.get_attribute('data-id')}")[1]
+    assert video["mock"] is True, video
+    badge = card.locator("[data-testid=mock-badge]")
+    expect(badge).to_be_visible()
+    expect(badge).to_have_text("MOCK — synthetic test pattern, not generated")
+    expect(card).to_have_class(re.compile(r"\bis-mock\b"))
+    expect(card.locator("[data-testid=warnings]")).to_contain_text("MOCK VIDEO")
+    expect(card.locator("[data-testid=memory-profile]")).to_have_text("memory: none (mock)")
+    expect(card.locator("video")).to_have_attribute("aria-label", re.compile("^Mock test pattern"))
+
+
+def test_cancel_running_and_queued_jobs_from_the_page(server: WanServer, lora_file: Path,
                                                       open_page: Callable[..., Any]) -> None:
-    """Also takes the screenshot of the page for the docs: a job running, one queued, earlier ones done."""
+    """Also takes the screenshot of the page for the docs: a job running, one queued, earlier ones done,
+    and a LoRA chosen for the next."""
     api_job(server, "a lighthouse at dusk, waves breaking on the rocks")
+    status, body, _ = server.request("POST", "/v1/loras", data=_multipart({"name": "film-grain"}, lora_file),
+                                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert status == 201, body
     page = open_page(server)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     choose(page)
@@ -272,7 +461,10 @@ def test_cancel_running_and_queued_jobs_from_the_page(server: WanServer,
     expect(page.locator("#queue [data-testid=video-card]")).to_have_count(2)
 
     page.fill("#prompt", "a hummingbird hovering at a red flower, slow motion")
-    page.locator("#prompt").blur()
+    page.locator("[data-testid=lora-entry][data-name=film-grain] [data-testid=lora-add]").click()
+    weight = page.locator("[data-testid=lora-chosen] [data-testid=lora-weight]")
+    weight.fill("0.8")
+    weight.blur()
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

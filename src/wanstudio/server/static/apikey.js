@@ -3,6 +3,7 @@
 import { renderCard } from "./cards.js";
 import { $, announce } from "./dom.js";
 import { reconnectNow, setConnection } from "./events.js";
+import { loadLoras } from "./loras.js";
 import { loadModels } from "./models.js";
 import { KEY_STORAGE, state } from "./state.js";
 import { loadVideos } from "./videos.js";
@@ -56,6 +57,7 @@ function saveKey(key) {
   announce(key ? "API key saved" : "API key forgotten");
   reconnectNow();
   loadModels();
+  loadLoras();
   loadVideos();
   for (const [id, card] of state.cards) {
     card.mediaFor = null; // refetch the videos with the new key

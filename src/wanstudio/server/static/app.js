@@ -16,26 +16,37 @@
 //   downloads.js  variant downloads and their progress
 //   params.js     the parameter fields: limits, hints, defaults, reuse
 //   form.js       the create form: submit and error display
+//   loras.js      the LoRA catalogue, the LoRAs chosen for a job and their weights, delete
+//   loraupload.js uploading a LoRA, with its progress and errors
+//   memory.js     the hardware line, the memory profile select and "allow fallback"
 //   videos.js     the video list: loading, ordering, queue and gallery, cancel and delete
 //   cards.js      one video card: status, progress, stage, media
+//   cardinfo.js   on a card: mock and fallback marks, LoRAs applied, the memory profile used
 
 import { setupApiKey } from "./apikey.js";
 import { $ } from "./dom.js";
 import { connect, setConnection } from "./events.js";
 import { setupForm } from "./form.js";
+import { loadLoras, setupLoras } from "./loras.js";
+import { loadHardware, setupMemory } from "./memory.js";
 import { loadModels } from "./models.js";
 import { loadVideos, updateEmpty } from "./videos.js";
 
 function start() {
   setupApiKey();
   setupForm();
+  setupLoras();
+  setupMemory();
   $("refresh").addEventListener("click", () => {
     loadVideos();
     loadModels();
+    loadLoras();
   });
   updateEmpty();
   setConnection("connecting");
+  loadHardware();
   loadModels();
+  loadLoras();
   loadVideos();
   connect();
 }

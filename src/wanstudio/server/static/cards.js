@@ -2,6 +2,7 @@
 
 import { ApiError, authHeaders } from "./api.js";
 import { askForKey } from "./apikey.js";
+import { createCardInfo, renderCardInfo } from "./cardinfo.js";
 import { el, progressBar, setProgress } from "./dom.js";
 import { formatBytes, formatDuration, ordinal, shortName } from "./format.js";
 import { reuseSettings } from "./params.js";
@@ -32,8 +33,12 @@ export function renderCard(video, previous) {
   refs.prompt.textContent = video.prompt;
   refs.prompt.title = video.prompt;
   const p = video.parameters || {};
+  // after a fallback the video is another model's: say which (the fallback note says why)
+  const made = video.fallback && video.fallback.to
+    ? `${shortName(video.fallback.to)} (asked ${shortName(video.model)} · ${video.variant})`
+    : `${shortName(video.model)} · ${video.variant}`;
   const meta = [
-    `${shortName(video.model)} · ${video.variant}`,
+    made,
     video.size ? video.size.replace("x", "×") : null,
     p.num_frames ? `${p.num_frames} frames (${video.seconds} s @ ${p.fps} fps)` : `${video.seconds} s`,
     video.total_steps ? `${video.total_steps} steps` : null,
@@ -43,6 +48,7 @@ export function renderCard(video, previous) {
   const created = new Date(video.created_at * 1000);
   refs.time.textContent = created.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   refs.time.dateTime = created.toISOString();
+  renderCardInfo(refs, card.el, video);
 
   // progress: never backwards while the job runs (an event and a poll may arrive out of order)
   let shown = card.shown;
@@ -129,7 +135,8 @@ function createCard(video) {
   refs.progress.setAttribute("aria-label", "Progress");
   refs.stage = el("p", { class: "stage", "data-testid": "stage" });
   refs.error = el("div", { class: "card-error", "data-testid": "video-error" });
-  refs.warnings = el("ul", { class: "warnings", "aria-label": "Warnings" });
+  refs.warnings = el("ul", { class: "warnings", "data-testid": "warnings", "aria-label": "Warnings" });
+  Object.assign(refs, createCardInfo());
   refs.cancel = el("button", {
     type: "button", class: "ghost small danger", "data-testid": "cancel", text: "Cancel",
     "aria-label": `Cancel the video ${video.id}`,
@@ -152,8 +159,11 @@ function createCard(video) {
     "div",
     { class: "card-body" },
     el("div", { class: "card-head" }, refs.badge, refs.time),
+    refs.mock,
     refs.prompt,
     refs.meta,
+    refs.fallback,
+    refs.tags,
     refs.progress,
     refs.stage,
     refs.error,
@@ -192,7 +202,7 @@ function renderMedia(card, video) {
     muted: true,
     preload: "metadata",
     "data-testid": "video",
-    "aria-label": `Video: ${video.prompt}`,
+    "aria-label": video.mock ? `Mock test pattern, not a generated video: ${video.prompt}` : `Video: ${video.prompt}`,
   });
   player.muted = true;
   media.replaceChildren(player);

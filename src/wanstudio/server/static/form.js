@@ -2,6 +2,8 @@
 
 import { api } from "./api.js";
 import { $, announce, el } from "./dom.js";
+import { lorasField, setChosenLoras } from "./loras.js";
+import { memoryFields, setMemoryOptions } from "./memory.js";
 import { currentModel, selectModel } from "./models.js";
 import { applyDefaults, updateHints } from "./params.js";
 import { state } from "./state.js";
@@ -26,6 +28,10 @@ const PARAM_FIELDS = {
   seed: "seed",
   input_reference: "image",
   image: "image",
+  loras: "loras",
+  lora: "loras",
+  memory_profile: "memory_profile",
+  allow_fallback: "allow_fallback",
 };
 // Form field -> the inputs to mark invalid.
 const FIELD_INPUTS = {
@@ -40,6 +46,9 @@ const FIELD_INPUTS = {
   fps: ["fps"],
   seed: ["seed"],
   image: ["image"],
+  loras: [], // the weight inputs come and go with the LoRAs chosen: the fieldset is marked instead
+  memory_profile: ["memory_profile"],
+  allow_fallback: ["allow_fallback"],
 };
 
 export function setupForm() {
@@ -48,7 +57,11 @@ export function setupForm() {
     event.preventDefault();
     submit();
   });
-  $("reset-defaults").addEventListener("click", applyDefaults);
+  $("reset-defaults").addEventListener("click", () => {
+    applyDefaults();
+    setChosenLoras([]);
+    setMemoryOptions(null, false);
+  });
   for (const id of ["width", "height", "num_frames", "fps", "prompt"]) {
     $(id).addEventListener("input", updateHints);
   }
@@ -97,6 +110,8 @@ function buildForm() {
   const file = $("image").files[0];
   const mode = (model && model.engine && model.engine.inputs && model.engine.inputs.image) || "none";
   if (file && mode !== "none") data.append("input_reference", file, file.name);
+  add("loras", lorasField());
+  for (const [name, value] of Object.entries(memoryFields())) add(name, value);
   return data;
 }
 
@@ -139,6 +154,8 @@ function markField(field, message) {
   const inputs = FIELD_INPUTS[field] || [];
   const errorBox = $(`${field}-error`);
   if (field === "variant") $("variant-field").classList.add("invalid");
+  if (field === "loras") $("loras-field").classList.add("invalid");
+  if (field === "memory_profile" || field === "allow_fallback") $("advanced").open = true;
   for (const id of inputs) {
     const input = $(id);
     input.setAttribute("aria-invalid", "true");
@@ -166,6 +183,7 @@ export function clearFieldError(field) {
     input.classList.remove("invalid");
   }
   if (field === "variant") $("variant-field").classList.remove("invalid");
+  if (field === "loras") $("loras-field").classList.remove("invalid");
   const errorBox = $(`${field}-error`);
   if (errorBox) {
     errorBox.hidden = true;

@@ -4,6 +4,8 @@ import { api } from "./api.js";
 import { $, el } from "./dom.js";
 import { downloadProgress, startDownload, variantStatus } from "./downloads.js";
 import { formatBytes } from "./format.js";
+import { renderLorasForModel } from "./loras.js";
+import { renderMemoryOptions } from "./memory.js";
 import { applyDefaults, renderImageField, renderLimits, updateSubmitHint } from "./params.js";
 import { state } from "./state.js";
 
@@ -100,6 +102,7 @@ function selectVariant(name) {
   state.variantName = name;
   renderVariants();
   applyDefaults();
+  renderMemoryOptions();
 }
 
 function renderModel() {
@@ -122,6 +125,8 @@ function renderModel() {
   renderVariants();
   renderLimits();
   renderImageField();
+  renderMemoryOptions(); // the model's profiles and what fits of them
+  renderLorasForModel(); // a second weight for the two-expert models
   $("submit").disabled = Boolean(engine.error);
 }
 

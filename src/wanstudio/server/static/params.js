@@ -4,6 +4,8 @@ import { $, announce, el } from "./dom.js";
 import { variantStatus } from "./downloads.js";
 import { clearErrors, clearFieldError } from "./form.js";
 import { formatBytes, formatNumber } from "./format.js";
+import { setChosenLoras } from "./loras.js";
+import { setMemoryOptions } from "./memory.js";
 import { currentModel, currentVariant, selectModel, variantDefaults } from "./models.js";
 import { state } from "./state.js";
 
@@ -137,8 +139,10 @@ export function reuseSettings(video) {
   set("guidance_scale", p.guidance_scale);
   set("seed", p.seed);
   set("negative_prompt", p.negative_prompt);
+  setChosenLoras(Array.isArray(p.loras) ? p.loras : []);
+  setMemoryOptions(p.memory_profile || null, Boolean(p.allow_fallback));
   $("params-source").textContent = `settings of ${video.id}`;
   updateHints();
   $("prompt").focus();
-  announce("The form now holds that video's settings, its seed included");
+  announce("The form now holds that video's settings, its seed, LoRAs and memory options included");
 }

@@ -26,6 +26,11 @@ export const state = {
   pollTicks: 0,
   modelsRefresh: null,
   imageUrl: null,
+  loras: null, // the LoRA catalogue (GET /v1/loras); null until loaded
+  lorasError: null,
+  chosenLoras: [], // [{name, weight, weight_2}] for the next job
+  hardware: null, // /readyz `hardware`: gpus, ram_bytes, cpu_count, notes
+  devices: [], // /readyz `devices`: where the workers run
 };
 
 function readStoredKey() {
