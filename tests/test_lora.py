@@ -284,6 +284,36 @@ def test_loras_work_on_float8_stored_and_group_offloaded_transformers(
     assert np.array_equal(frames(loaded), before)
 
 
+def test_loras_work_on_int8_quantised_transformers(
+    pipelines: Pipelines, make: Callable[..., Path], settings: Settings
+) -> None:
+    """The int8_model_offload profile quantises the denoisers' linear layers to torchao int8 weight-only;
+    peft wraps them with its torchao LoRA layer, the LoRA keeps the compute dtype, and unloading gives
+    back the int8 layers and their frames."""
+    pytest.importorskip("torchao")
+    path = make("style")
+    with loras_applied(pipelines["ti2v-5B"], [LoraRequest("style")], settings):
+        full_precision = frames(pipelines["ti2v-5B"])
+
+    model, variant = pipelines.orchestrator.resolve("ti2v-5B", "dev")
+    folder = pipelines.orchestrator.ensure(model.id, variant.name).path
+    loaded = FAMILY.load(folder, model, variant, Placement("cpu", "float32", "int8_model_offload"))
+    before = frames(loaded)
+
+    with loras_applied(loaded, [LoraRequest("style")], settings) as outcome:
+        assert outcome.warnings == [] and [lora.name for lora in outcome.applied] == ["style"]
+        layer = loaded.pipeline.transformer.blocks[0].attn1.to_q
+        assert type(layer.base_layer.weight.data).__name__ == "Int8Tensor"
+        lora_a = layer.lora_A["wanstudio_lora_0"].weight
+        with safe_open(path, framework="pt") as handle:
+            assert torch.equal(lora_a, handle.get_tensor("transformer.blocks.0.attn1.to_q.lora_A.weight"))
+        with_lora = frames(loaded)
+    assert np.isfinite(with_lora).all() and not np.array_equal(with_lora, before)
+    np.testing.assert_allclose(with_lora, full_precision, atol=0.05)  # an int8 base: near, not equal
+    assert np.array_equal(frames(loaded), before)
+    assert type(loaded.pipeline.transformer.blocks[0].attn1.to_q.weight.data).__name__ == "Int8Tensor"
+
+
 # -- what does not fit is skipped, and the job goes on ------------------------------------------------------
 
 

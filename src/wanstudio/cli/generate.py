@@ -32,7 +32,8 @@ def generate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="MP4 file or folder (default: a new file here)."),
     memory_profile: Optional[str] = typer.Option(
         None, "--memory-profile",
-        help="resident, model_offload, group_offload, fp8_group_offload or sequential_offload, fastest to leanest "
+        help="resident, model_offload, int8_model_offload (needs wanstudio[quant]), group_offload, "
+             "fp8_group_offload or sequential_offload, fastest to leanest "
              "(default: the fastest that fits this machine; see wan doctor).",
     ),
     allow_fallback: bool = typer.Option(

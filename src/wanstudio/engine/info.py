@@ -20,6 +20,7 @@ from wanstudio.engine.memory import (
     DTYPE_BYTES,
     PROFILES,
     STREAMING_PROFILES,
+    available_profiles,
     TECHNIQUES,
     Footprint,
     MemoryPlan,
@@ -49,8 +50,9 @@ def spec_json(spec: ModelSpec) -> dict[str, Any]:
         "limits": asdict(spec.limits),
         "trained_sizes": [f"{w}x{h}" for w, h in spec.trained_sizes],
         "vram_estimates": [e.to_json() for e in vram_table(spec, spec.trained_sizes or ((spec.defaults.width, spec.defaults.height),))],
-        "memory_profiles": [
-            {"name": name, "techniques": list(TECHNIQUES[name]), "description": DESCRIPTIONS[name]} for name in PROFILES
+        "memory_profiles": [  # the ones this installation can run (int8 needs the optional torchao)
+            {"name": name, "techniques": list(TECHNIQUES[name]), "description": DESCRIPTIONS[name]}
+            for name in available_profiles()
         ],
         "summary": spec.description,
     }

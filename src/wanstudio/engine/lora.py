@@ -29,7 +29,8 @@ to the transformer's linear layers. What this package of modules adds around dif
   that cannot be found, read or fitted is skipped with a warning naming it and why; the job goes on.
 - **Lean memory profiles**: on float8-stored layers (diffusers' layerwise casting) the LoRA keeps the
   compute dtype, since peft would store it in float8 where no matmul takes it; group offloading is
-  re-applied after each change, as diffusers' loader does.
+  re-applied after each change, as diffusers' loader does. On torchao int8 layers (``int8_model_offload``)
+  peft wraps the layer with its own torchao LoRA layer, and the LoRA is in the compute dtype already.
 
 The pipeline must be used by one job at a time while LoRAs are on it (the engine's cache entry lock).
 """

@@ -1,11 +1,16 @@
 """Where a model runs and how much memory it needs: memory profiles, their estimates, and the planner.
 
-Five profiles, from fastest to leanest in GPU memory, each built from what diffusers offers:
+Six profiles, from fastest to leanest in GPU memory, each built from what diffusers offers:
 
 - ``resident``: every component on the GPU for the whole job. Fastest; needs the most VRAM.
 - ``model_offload``: components wait in RAM and move to the GPU one at a time when used (text encoder,
   each expert, VAE: an A14B model has one expert on the GPU at a time, the high-noise one hands over to
   the low-noise one at the boundary); VAE tiling. Costs a few seconds of transfers per job.
+- ``int8_model_offload``: the same, with the denoisers quantised to int8 weight-only when they load
+  (diffusers' torchao integration, per-channel scales): half the VRAM of an expert on the GPU, half the
+  RAM and half the transfers; each linear layer casts its int8 weight up to the compute dtype as it runs
+  (torchao's weight-only matmul), so precision is close to the full weights. Needs torchao (the
+  ``quant`` extra); without it the planner never picks it and asking for it is refused.
 - ``group_offload``: the denoisers' transformer blocks stream from pinned RAM one block ahead on a CUDA
   stream, so transfers overlap compute; the text encoder streams layer by layer, the VAE stays (tiled).
   At 480p and 720p a block's compute outlasts its transfer, so it costs little time; it needs the
@@ -16,13 +21,15 @@ Five profiles, from fastest to leanest in GPU memory, each built from what diffu
 - ``sequential_offload``: accelerate moves every layer to the GPU when it runs, without prefetching:
   the smallest footprint, and the slowest.
 
-The planner takes the fastest profile whose estimated peak fits the free VRAM and whose RAM fits the
-machine's; when none fits the RAM, the one that needs the least RAM among those that fit the VRAM (RAM
-is why fp8 is offered); when nothing fits the VRAM, the leanest, marked as not fitting.
+The order is by estimated VRAM, falling down the list (ti2v-5B's model offload peaks at its text encoder,
+so int8 only ties it there). The planner takes the fastest profile whose estimated peak fits the free VRAM
+and whose RAM fits the machine's, among the profiles whose packages are installed; when none fits the RAM,
+the one that needs the least RAM among those that fit the VRAM (RAM is why fp8 and int8 are offered); when
+nothing fits the VRAM, the leanest, marked as not fitting.
 
 On a CPU there is no device memory to save, and a profile applies those of its techniques that work on
-the host: fp8 storage, group offloading (onload device = CPU, no stream: its hooks run, moving nothing)
-and VAE tiling. Model and sequential offload have nothing to move between and are left out. So every
+the host: fp8 storage, int8 weights, group offloading (onload device = CPU, no stream: its hooks run,
+moving nothing) and VAE tiling. Model and sequential offload have nothing to move between and are left out. So every
 profile runs on a CPU; the automatic choice there is ``resident``, or ``fp8_group_offload`` when only
 fp8 storage fits the RAM.
 
@@ -33,8 +40,9 @@ before loading anything; they are not measurements.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Collection
 
 from wanstudio._units import format_bytes
 from wanstudio.engine.family import ModelSpec, Placement
@@ -43,7 +51,8 @@ from wanstudio.errors import InvalidParamsError
 if TYPE_CHECKING:
     from wanstudio.orchestrator.manifest import Variant
 
-PROFILES = ("resident", "model_offload", "group_offload", "fp8_group_offload", "sequential_offload")
+PROFILES = ("resident", "model_offload", "int8_model_offload", "group_offload", "fp8_group_offload",
+            "sequential_offload")
 STREAMING_PROFILES = ("group_offload", "fp8_group_offload", "sequential_offload")  # weights move every step
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -53,21 +62,24 @@ MODEL_OFFLOAD = "model_cpu_offload"
 GROUP_OFFLOAD = "group_offload"
 STREAM_PREFETCH = "cuda_stream_prefetch"
 FP8_STORAGE = "fp8_layerwise_storage"
+INT8_WEIGHTS = "int8_weight_only"
 SEQUENTIAL_OFFLOAD = "sequential_cpu_offload"
 VAE_TILING = "vae_tiling"
 
 TECHNIQUES = {
     "resident": (ON_DEVICE,),
     "model_offload": (MODEL_OFFLOAD, VAE_TILING),
+    "int8_model_offload": (INT8_WEIGHTS, MODEL_OFFLOAD, VAE_TILING),
     "group_offload": (GROUP_OFFLOAD, STREAM_PREFETCH, VAE_TILING),
     "fp8_group_offload": (FP8_STORAGE, GROUP_OFFLOAD, STREAM_PREFETCH, VAE_TILING),
     "sequential_offload": (SEQUENTIAL_OFFLOAD, VAE_TILING),
 }
-_ON_CPU = (FP8_STORAGE, GROUP_OFFLOAD, VAE_TILING)  # the techniques that do something on a CPU
+_ON_CPU = (FP8_STORAGE, INT8_WEIGHTS, GROUP_OFFLOAD, VAE_TILING)  # the techniques that do something on a CPU
 
 DESCRIPTIONS = {
     "resident": "every component on the GPU for the whole job: fastest",
     "model_offload": "components take turns on the GPU (one A14B expert at a time); VAE tiling",
+    "int8_model_offload": "model_offload with the denoisers in int8 weight-only (torchao): half their VRAM and RAM",
     "group_offload": "denoiser blocks stream from pinned RAM one ahead on a CUDA stream; VAE tiling",
     "fp8_group_offload": "group_offload with the denoisers stored in fp8: half the RAM and transfers",
     "sequential_offload": "every layer moves to the GPU when it runs, no prefetch: leanest, slowest",
@@ -85,6 +97,22 @@ _TEXT_ENCODER_BLOCKS = 24  # umT5-XXL; the text encoder streams leaf by leaf, a 
 _OVERHEAD = GiB // 2  # allocator fragmentation and small buffers, plus 10% of the working set
 _RAM_BASE = 3 * GiB  # Python, torch and its CUDA host side, the libraries
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# Profiles that need an optional package, and how to get it.
+REQUIRES = {"int8_model_offload": "torchao"}
+QUANT_INSTALL = "pip install 'wanstudio[quant]'"
+
+
+def _installed(package: str) -> bool:
+    """Whether `package` can be imported, without importing it (torchao's import takes seconds)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_profiles(installed: Callable[[str], bool] = _installed) -> tuple[str, ...]:
+    """The profiles whose packages are installed (`installed` tells, by package name), in PROFILES' order."""
+    return tuple(name for name in PROFILES if name not in REQUIRES or installed(REQUIRES[name]))
 
 
 def detect_device(preference: str = "auto") -> str:
@@ -103,12 +131,20 @@ def dtype_for(variant_dtype: str | None, device: str) -> str:
     return "float32" if device == "cpu" else "bfloat16"
 
 
-def check_profile(profile: str | None) -> None:
+def check_profile(profile: str | None, available: Collection[str] | None = None) -> None:
+    """INVALID_PARAMS for an unknown profile, or one whose package is not installed (`available`: the
+    profiles that can run, default ``available_profiles()``)."""
     if profile is not None and profile not in PROFILES:
         raise InvalidParamsError(
             f"memory_profile {profile!r} is unknown; choose one of {', '.join(PROFILES)}",
             param="memory_profile",
             suggestions=[f"--memory-profile {PROFILES[1]}"],
+        )
+    if profile in REQUIRES and profile not in (available_profiles() if available is None else available):
+        raise InvalidParamsError(
+            f"memory_profile {profile} needs {REQUIRES[profile]}, which is not installed",
+            param="memory_profile",
+            suggestions=[QUANT_INSTALL, f"--memory-profile {leaner_profile(profile, available)}"],
         )
 
 
@@ -207,7 +243,8 @@ def estimate(profile: str, footprint: Footprint, work: Workload, device: str = "
     else:
         vae_work = vae_full + video
     fp8 = FP8_STORAGE in techniques
-    denoisers = tuple(d // b if fp8 else d for d in footprint.denoisers)  # fp8: one byte a weight
+    one_byte = fp8 or INT8_WEIGHTS in techniques
+    denoisers = tuple(d // b if one_byte else d for d in footprint.denoisers)  # fp8, int8: one byte a weight
     stored = sum(denoisers) + footprint.text_encoder + footprint.vae + footprint.other
     host_video = work.width * work.height * work.frames * 3 * 4  # float32 frames handed to the MP4 encoder
     working = max(activations, vae_work)  # the denoiser and the VAE never run at once
@@ -219,9 +256,11 @@ def estimate(profile: str, footprint: Footprint, work: Workload, device: str = "
     if profile == "resident":
         vram = footprint.total + working
         ram = footprint.total  # from_pretrained loads every component into RAM before they move
-    elif profile == "model_offload":
-        vram = max(footprint.text_encoder + _TEXT_WORK, biggest + activations, footprint.vae + vae_work)
-        ram = footprint.total
+    elif profile in ("model_offload", "int8_model_offload"):
+        # int8: the expert on the GPU is half the size, plus one layer's weight cast up while it runs.
+        expert = max(denoisers) + (biggest / max(footprint.blocks, 1) / 4 if one_byte else 0)
+        vram = max(footprint.text_encoder + _TEXT_WORK, expert + activations, footprint.vae + vae_work)
+        ram = stored  # int8: each layer is quantised as it loads, so the full-precision weights never all sit in RAM
     elif profile in ("group_offload", "fp8_group_offload"):
         block = max(denoisers) / max(footprint.blocks, 1)
         upcast = biggest / max(footprint.blocks, 1) / 4 if fp8 else 0  # one layer cast up at a time
@@ -282,14 +321,18 @@ def plan_memory(
     vram_budget: int | None,
     ram_budget: int | None,
     profile: str | None = None,
+    available: Collection[str] | None = None,
 ) -> MemoryPlan:
     """The plan for one job: `profile` when asked for, else the fastest that fits the budgets.
 
     `vram_budget` is the free VRAM of the GPU (None: unknown), `ram_budget` the RAM the job may use
-    (None: unknown, not checked). A pure function: the engine, `wan doctor` and the model info call it
-    with measured or assumed budgets.
+    (None: unknown, not checked); `available` the profiles whose packages are installed (default:
+    ``available_profiles()``), the only ones chosen automatically. A pure function given `available`: the
+    engine, `wan doctor` and the model info call it with measured or assumed budgets.
     """
-    check_profile(profile)
+    available = available_profiles() if available is None else available
+    check_profile(profile, available)
+    candidates = [name for name in PROFILES if name in available]
     gpu = device.startswith("cuda")
     estimates = {name: estimate(name, footprint, work, device) for name in PROFILES}
 
@@ -315,7 +358,7 @@ def plan_memory(
     if profile is not None:
         fits = vram_ok(profile) and ram_ok(profile)
         reason = f"asked for {profile}: {amounts(profile)}"
-        if not gpu and profile in ("model_offload", "sequential_offload"):
+        if not gpu and profile in ("model_offload", "int8_model_offload", "sequential_offload"):
             reason += "; on the CPU there is nothing to offload to, so the weights stay in RAM"
         if not fits:
             reason += "; more than there is: it may run out of memory, and is then retried with a leaner profile"
@@ -333,30 +376,30 @@ def plan_memory(
         return make("model_offload", ram_ok("model_offload"),
                     "free VRAM unknown: model_offload keeps one component on the GPU at a time")
 
-    for index, name in enumerate(PROFILES):
+    for index, name in enumerate(candidates):
         if vram_ok(name) and ram_ok(name):
             reason = f"the fastest profile that fits: {amounts(name)}"
             if index:
-                faster = PROFILES[index - 1]
+                faster = candidates[index - 1]
                 e = estimates[faster]
                 short = "VRAM" if not vram_ok(faster) else "RAM"
                 needed = e.vram_bytes if short == "VRAM" else e.ram_bytes
                 reason += f"; {faster} would need about {_size(needed)} of {short}"
             return make(name, True, reason)
-    in_vram = [name for name in PROFILES if vram_ok(name)]
+    in_vram = [name for name in candidates if vram_ok(name)]
     if in_vram:
         name = min(in_vram, key=lambda n: estimates[n].ram_bytes)
         return make(name, False, f"RAM is short: {name} needs the least RAM of the profiles that fit the VRAM, "
                     f"{amounts(name)}; expect swapping, or use a smaller model")
-    name = min(PROFILES, key=lambda n: estimates[n].vram_bytes or 0)
+    name = min(candidates, key=lambda n: estimates[n].vram_bytes or 0)
     return make(name, False, f"nothing fits: even {name}, the leanest, needs {amounts(name)}; "
                 "lower the resolution or the frames, or use a smaller model")
 
 
-def leaner_profile(profile: str) -> str | None:
-    """The next profile after `profile` in the order from fastest to leanest, None after the last."""
-    index = PROFILES.index(profile)
-    return PROFILES[index + 1] if index + 1 < len(PROFILES) else None
+def leaner_profile(profile: str, available: Collection[str] | None = None) -> str | None:
+    """The next available profile after `profile` in the order from fastest to leanest, None after the last."""
+    available = available_profiles() if available is None else available
+    return next((name for name in PROFILES[PROFILES.index(profile) + 1:] if name in available), None)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ expert (``transformer``) and ``guidance_scale_2`` the low-noise one (``transform
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from wanstudio.engine.family import (
     IMAGE_NONE,
@@ -29,14 +31,16 @@ from wanstudio.engine._recovery import is_out_of_memory
 from wanstudio.engine.memory import (
     FP8_STORAGE,
     GROUP_OFFLOAD,
+    INT8_WEIGHTS,
     MODEL_OFFLOAD,
+    QUANT_INSTALL,
     SEQUENTIAL_OFFLOAD,
     STREAM_PREFETCH,
     TECHNIQUES,
     VAE_TILING,
     techniques_for,
 )
-from wanstudio.errors import GenerationFailedError, ModelNotFoundError
+from wanstudio.errors import GenerationFailedError, InvalidParamsError, ModelNotFoundError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -119,6 +123,15 @@ class WanFamily:
         return spec
 
     def load(self, folder: Path, model: "Model", variant: "Variant", placement: Placement) -> LoadedWan:
+        # With torchao installed, diffusers and transformers import it while the pipeline classes load (for
+        # any profile): its load-time noise is dropped there.
+        with _quiet_torchao():
+            pipeline = self._load(folder, model, variant, placement)
+        pipeline.set_progress_bar_config(disable=True)
+        _place(pipeline, placement)
+        return LoadedWan(pipeline, placement)
+
+    def _load(self, folder: Path, model: "Model", variant: "Variant", placement: Placement) -> Any:
         import diffusers
         import torch
         import transformers
@@ -128,17 +141,20 @@ class WanFamily:
         transformers.utils.logging.disable_progress_bar()
         dtype = getattr(torch, placement.dtype)
         try:
-            # fp8 storage: each denoiser is loaded alone and cast down before the next one loads, so that RAM
-            # never holds two experts in the compute dtype.
-            denoisers = _load_fp8_denoisers(folder, dtype) if FP8_STORAGE in placement.techniques else {}
+            # fp8 storage and int8 weights: each denoiser is loaded alone and made one byte a weight before
+            # the next one loads, so that RAM never holds two experts in the compute dtype.
+            techniques = placement.techniques or _legacy_techniques(placement)
+            denoisers = {}
+            if FP8_STORAGE in techniques:
+                denoisers = _load_fp8_denoisers(folder, dtype)
+            elif INT8_WEIGHTS in techniques:
+                denoisers = _load_int8_denoisers(folder, dtype)
             pipeline = _pipeline_class(folder, denoisers).from_pretrained(folder, dtype=dtype, **denoisers)
         except Exception as exc:
-            if is_out_of_memory(exc):
+            if is_out_of_memory(exc) or isinstance(exc, InvalidParamsError):
                 raise
             raise _load_error(exc, folder, model, variant) from exc
-        pipeline.set_progress_bar_config(disable=True)
-        _place(pipeline, placement)
-        return LoadedWan(pipeline, placement)
+        return pipeline
 
     def run(self, loaded: LoadedWan, params: GenerationParams, on_step: StepCallback) -> "np.ndarray":
         import torch
@@ -212,6 +228,64 @@ def _load_fp8_denoisers(folder: Path, dtype: Any) -> dict[str, Any]:
         module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
         loaded[name] = module
     return loaded
+
+
+def _load_int8_denoisers(folder: Path, dtype: Any) -> dict[str, Any]:
+    """Each denoiser quantised to int8 weight-only as it loads (diffusers' torchao integration: every linear
+    layer's weight becomes an int8 tensor with one scale per output channel, cast up to the compute dtype in
+    each matmul). diffusers asks for bfloat16 with integer quantisation; float32 (the dev variants on a CPU)
+    works as well, so its warning about it is dropped with torchao's own load-time noise."""
+    import diffusers
+
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig
+    except ImportError as exc:
+        raise InvalidParamsError(
+            f"memory_profile int8_model_offload needs torchao, which cannot be imported ({exc})",
+            param="memory_profile",
+            suggestions=[QUANT_INSTALL, "--memory-profile model_offload"],
+        ) from exc
+    index = json.loads((folder / "model_index.json").read_text())
+    loaded = {}
+    for name in _denoiser_names(folder):
+        cls = getattr(diffusers, index[name][1])
+        config = diffusers.TorchAoConfig(Int8WeightOnlyConfig())
+        loaded[name] = cls.from_pretrained(folder / name, torch_dtype=dtype, quantization_config=config)
+    return loaded
+
+
+# What torchao and diffusers' torchao quantizer log on import and load that says nothing about this use: the
+# CUDA-only kernels a CPU build cannot load, torch's deprecation of torchao's pytree registrations, a probe for
+# older torchao tensor classes (pre-quantised checkpoints only), and the bfloat16 advice (float32 works).
+_TORCHAO_NOISE = {
+    "torchao": ("Failed to load ",),
+    "torch.utils._pytree": ("is an Enum subclass and is now natively supported",),
+    "diffusers.quantizers.torchao.torchao_quantizer": ("Unable to import `torchao` Tensor objects",
+                                                       "only bfloat16 is supported right now"),
+}
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+@contextmanager
+def _quiet_torchao() -> Iterator[None]:
+    """Drop those lines (and only those) from those loggers while a pipeline loads (torchao imports then)."""
+    filters = [(logging.getLogger(name), _DropLines(fragments)) for name, fragments in _TORCHAO_NOISE.items()]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger, drop in filters:
+            logger.removeFilter(drop)
 
 
 def _place(pipeline: Any, placement: Placement) -> None:

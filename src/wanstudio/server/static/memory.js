@@ -8,7 +8,8 @@ import { currentModel, currentVariant } from "./models.js";
 import { state } from "./state.js";
 
 // The engine's profiles, fastest first, for a model object that does not list its own.
-const PROFILES = ["resident", "model_offload", "group_offload", "fp8_group_offload", "sequential_offload"];
+const PROFILES = ["resident", "model_offload", "int8_model_offload", "group_offload", "fp8_group_offload",
+                  "sequential_offload"];
 const RAM_RESERVE_FRACTION = 0.1; // what the engine keeps back from the RAM when planning (engine/hardware.py)
 const RAM_RESERVE_MIN = 2 * 2 ** 30;
 
