@@ -148,3 +148,14 @@ def test_check_deep_flags_a_flipped_byte_with_exit_3_and_never_touches_the_netwo
     human = run_wan("models", "check", "ti2v-5B", "--variant", "dev", "--deep", env=env)
     assert human.returncode == 3 and "--force" in human.stdout
     assert not network_log.exists(), network_log.read_text()
+
+
+def test_ensure_all_with_a_variant_takes_the_models_that_have_it(mirror: Path, manifest_path: Path) -> None:
+    write_model(mirror, manifest_path, {"a.bin": b"abc"}, model_id="toy@1.0.0", variant="base")
+    write_model(mirror, manifest_path, {"b.bin": b"defg"}, model_id="other@1.0.0", variant="small")
+    result = run_wan("models", "ensure", "--all", "--variant", "small", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [(r["id"], r["variant"]) for r in result.json["results"]] == [("other@1.0.0", "small")]
+
+    none = run_wan("models", "ensure", "--all", "--variant", "huge", "--json")
+    assert none.returncode == 13 and none.json["error"]["param"] == "variant"

@@ -12,7 +12,7 @@ from wanstudio._units import format_bytes
 from wanstudio.cli._output import EXIT_INCOMPLETE, emit_json, reporting
 from wanstudio.cli._progress import download_progress
 from wanstudio.config import Settings
-from wanstudio.errors import InvalidParamsError
+from wanstudio.errors import InvalidParamsError, ModelNotFoundError
 from wanstudio.orchestrator.orchestrator import EnsureResult, Orchestrator
 from wanstudio.orchestrator.status import VariantStatus
 
@@ -111,7 +111,13 @@ def ensure(
                 suggestions=["wan models ensure --only ti2v-5B --variant dev", "wan models ensure --all --variant dev"],
             )
         orchestrator = _orchestrator()
-        model_ids = list(orchestrator.manifest.models) if all_models else list(only or [])
+        model_ids = list(only or [])
+        if all_models:  # every model that has the variant asked for (a LoRA entry or a model may not)
+            models = orchestrator.manifest.models.values()
+            model_ids = [m.id for m in models if variant is None or variant in m.variants]
+            if not model_ids:
+                raise ModelNotFoundError(f"no model of the manifest has a variant {variant!r}",
+                                         param="variant", suggestions=["wan models list   # the variants there are"])
         for model_id in dict.fromkeys(model_ids):
             with download_progress(enabled=sys.stderr.isatty()) as listener:
                 result = orchestrator.ensure(model_id, variant, without=without or (), force=force, progress=listener)
