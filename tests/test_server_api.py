@@ -19,8 +19,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import isolated_env
-from wanserver import WanServer
+from wanserver import WanServer, own_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
 
@@ -30,10 +29,8 @@ STATUS_ORDER = ("queued", "in_progress", "completed")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WanServer]:
-    folder = tmp_path_factory.mktemp("api-server")
-    started = WanServer(isolated_env(folder), folder / "serve.log").start()
-    yield started
-    started.stop()
+    with own_server(tmp_path_factory.mktemp("api-server")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

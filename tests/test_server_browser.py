@@ -20,8 +20,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import isolated_env
-from wanserver import WanServer
+from wanserver import WanServer, own_server
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install -e '.[test]')")
@@ -73,10 +72,8 @@ RECORD_PROGRESS = """
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WanServer]:
     """One `wan serve` for the module, with its own empty store and data folder."""
-    root = tmp_path_factory.mktemp("browser-server")
-    wan = WanServer(isolated_env(root), root / "serve.log").start()
-    yield wan
-    wan.stop()
+    with own_server(tmp_path_factory.mktemp("browser-server")) as wan:
+        yield wan
 
 
 @pytest.fixture(scope="module")

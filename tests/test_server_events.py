@@ -14,9 +14,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import isolated_env
 from test_server_api import STAGES, cancel, create
-from wanserver import WanServer
+from wanserver import WanServer, own_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
 
@@ -26,10 +25,8 @@ AUTH = {"Authorization": f"Bearer {KEYS[0]}"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WanServer]:
-    folder = tmp_path_factory.mktemp("events-server")
-    started = WanServer(isolated_env(folder, WAN_API_KEYS=",".join(KEYS)), folder / "serve.log").start()
-    yield started
-    started.stop()
+    with own_server(tmp_path_factory.mktemp("events-server"), WAN_API_KEYS=",".join(KEYS)) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,8 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import isolated_env
 from test_server_api import busy_worker, cancel, create, error_body, metric, metric_samples, png
-from wanserver import WanServer
+from wanserver import WanServer, own_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
 
@@ -34,11 +33,9 @@ GOOD = {"model": "ti2v-5B", "variant": "dev", "prompt": "a fox in snow", "num_fr
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WanServer]:
-    folder = tmp_path_factory.mktemp("inputs-server")
-    env = isolated_env(folder, WAN_API_KEYS=",".join(KEYS), WAN_MAX_UPLOAD_BYTES="100K", WAN_QUEUE_MAX="2")
-    started = WanServer(env, folder / "serve.log").start()
-    yield started
-    started.stop()
+    with own_server(tmp_path_factory.mktemp("inputs-server"), WAN_API_KEYS=",".join(KEYS),
+                    WAN_MAX_UPLOAD_BYTES="100K", WAN_QUEUE_MAX="2") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

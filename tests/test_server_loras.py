@@ -7,23 +7,19 @@ here with peft for the ti2v-5B dev transformer (tests/test_lora.py has the helpe
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from conftest import isolated_env
 from test_lora import Pipelines, lora_layers, save_diffusers_lora
 from test_server_api import create
-from wanserver import WanServer
+from wanserver import WanServer, own_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WanServer]:
-    folder = tmp_path_factory.mktemp("lora-server")
-    started = WanServer(isolated_env(folder, WAN_MAX_LORA_BYTES="2M"), folder / "serve.log").start()
-    yield started
-    started.stop()
+    with own_server(tmp_path_factory.mktemp("lora-server"), WAN_MAX_LORA_BYTES="2M") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

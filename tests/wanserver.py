@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -125,6 +126,19 @@ class WanServer:
             if video["status"] in statuses or time.monotonic() > deadline:
                 return video
             time.sleep(0.1)
+
+
+@contextmanager
+def own_server(folder: Path, **env: str) -> Iterator[WanServer]:
+    """A server with an environment of its own under `folder` (conftest's `isolated_env`), for a module to
+    share; stopped when the block ends."""
+    from conftest import isolated_env
+
+    server = WanServer(isolated_env(folder, **env), folder / "serve.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
