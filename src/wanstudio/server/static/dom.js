@@ -69,3 +69,13 @@ export function setProgress(bar, value, text) {
   bar.setAttribute("aria-valuetext", text || `${rounded}%`);
   bar.firstChild.style.width = `${value}%`;
 }
+
+/** Fill an error box (.code, .message, .suggestions) with an API error's code, message and suggestions. */
+export function fillErrorBox(box, error) {
+  box.querySelector(".code").textContent = error.code;
+  box.querySelector(".message").textContent = error.message;
+  const list = box.querySelector(".suggestions");
+  list.replaceChildren();
+  for (const item of error.suggestions || []) list.append(el("li", { text: item }));
+  list.hidden = !(error.suggestions || []).length;
+}

@@ -1,7 +1,7 @@
 // The create form: its listeners, the multipart body, submitting, and errors marked on their fields.
 
 import { api } from "./api.js";
-import { $, announce, el } from "./dom.js";
+import { $, announce, el, fillErrorBox } from "./dom.js";
 import { lorasField, setChosenLoras } from "./loras.js";
 import { memoryFields, setMemoryOptions } from "./memory.js";
 import { currentModel, selectModel } from "./models.js";
@@ -137,12 +137,7 @@ async function submit() {
 
 function showError(error) {
   const box = $("form-error");
-  box.querySelector(".code").textContent = error.code;
-  box.querySelector(".message").textContent = error.message;
-  const list = box.querySelector(".suggestions");
-  list.replaceChildren();
-  for (const item of error.suggestions || []) list.append(el("li", { text: item }));
-  list.hidden = !(error.suggestions || []).length;
+  fillErrorBox(box, error);
   box.hidden = false;
   const field = PARAM_FIELDS[error.param];
   box.dataset.param = error.param || "";

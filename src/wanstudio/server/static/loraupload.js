@@ -2,7 +2,7 @@
 
 import { ApiError, authHeaders } from "./api.js";
 import { askForKey } from "./apikey.js";
-import { $, announce, el, progressBar, setProgress } from "./dom.js";
+import { $, announce, fillErrorBox, progressBar, setProgress } from "./dom.js";
 import { formatBytes } from "./format.js";
 import { loadLoras } from "./loras.js";
 
@@ -42,12 +42,7 @@ function hideUploadError() {
 
 function showUploadError(error) {
   const box = $("lora-upload-error");
-  box.querySelector(".code").textContent = error.code;
-  box.querySelector(".message").textContent = error.message;
-  const list = box.querySelector(".suggestions");
-  list.replaceChildren();
-  for (const item of error.suggestions || []) list.append(el("li", { text: item }));
-  list.hidden = !(error.suggestions || []).length;
+  fillErrorBox(box, error);
   box.dataset.param = error.param || "";
   box.hidden = false;
   const input = error.param === "name" ? $("lora-name") : error.param === "file" ? $("lora-file") : null;
