@@ -28,3 +28,7 @@ def configure_logging(level: str, log_format: str) -> None:
     logger = logging.getLogger("wanstudio")
     logger.handlers.clear()
     logger.setLevel(level)
+    if level != "DEBUG":
+        # torchao (the optional int8 profile) warns on import about GPU kernels a machine lacks (no triton,
+        # CUDA-only libraries), whatever profile runs: noise for a user, kept at DEBUG.
+        logging.getLogger("torchao").setLevel(logging.ERROR)
