@@ -5,9 +5,31 @@ from __future__ import annotations
 import os
 import platform
 import re
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import wanstudio
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Timings of one case, in the unit its benchmark states (seconds, milliseconds), with their statistics."""
+
+    label: str
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def p90(self) -> float:
+        return statistics.quantiles(self.values, n=10, method="inclusive")[8]
+
+    @property
+    def worst(self) -> float:
+        return max(self.values)
 
 
 def markers(section: str) -> tuple[str, str]:

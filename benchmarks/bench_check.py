@@ -30,7 +30,6 @@ import json
 import mmap
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from _report import machine_basics, markers, write_section
+from _report import Samples, machine_basics, markers, write_section
 
 from wanstudio.config import ENVIRONMENT_VARIABLES as WAN_VARIABLES
 from wanstudio.orchestrator._posix_locks import lock_scope
@@ -75,21 +74,6 @@ class Plan:
 
 FULL = Plan(files=8, file_bytes=256 * MiB, runs=3)
 QUICK = Plan(files=4, file_bytes=64 * MiB, runs=3)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Wall times of one case, in seconds."""
-
-    label: str
-    samples: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    def mb_per_s(self, total_bytes: int) -> float:
-        return total_bytes / self.median / 1e6
 
 
 # -- setup (not timed) -------------------------------------------------------------------------------------
@@ -223,7 +207,7 @@ def process_cases(files: Sequence[Path], digests: Mapping[Path, str]) -> dict[st
 
 def time_processes(
     cases: Mapping[str, Command], files: Sequence[Path], runs: int, cold: bool
-) -> list[Timing]:
+) -> list[Samples]:
     """Each command once untimed (bytecode, checks), then `runs` rounds, the order rotated between rounds."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
@@ -246,7 +230,7 @@ def time_processes(
         shift = round_index % len(labels)
         for label in labels[shift:] + labels[:shift]:
             samples[label].append(run(*cases[label]))
-    return [Timing(label, tuple(samples[label])) for label in labels]
+    return [Samples(label, tuple(samples[label])) for label in labels]
 
 
 def _one_after_another(paths: Sequence[Path]) -> None:
@@ -287,7 +271,7 @@ LOOPS: dict[str, Callable[[Sequence[Path]], None]] = {  # the first row is the t
 }
 
 
-def time_loops(files: Sequence[Path], runs: int, cold: bool) -> list[Timing]:
+def time_loops(files: Sequence[Path], runs: int, cold: bool) -> list[Samples]:
     """The hashing loops in this process, interleaved and rotated like the processes."""
     labels = list(LOOPS)
     samples: dict[str, list[float]] = {label: [] for label in labels}
@@ -299,7 +283,7 @@ def time_loops(files: Sequence[Path], runs: int, cold: bool) -> list[Timing]:
             start = time.perf_counter()
             LOOPS[label](files)
             samples[label].append(time.perf_counter() - start)
-    return [Timing(label, tuple(samples[label])) for label in labels]
+    return [Samples(label, tuple(samples[label])) for label in labels]
 
 
 # -- report --------------------------------------------------------------------------------------------------
@@ -353,8 +337,8 @@ class StateResult:
     """The timings of one page cache state."""
 
     state: str  # "warm" or "cold"
-    processes: tuple[Timing, ...]
-    loops: tuple[Timing, ...]
+    processes: tuple[Samples, ...]
+    loops: tuple[Samples, ...]
 
     def ratio(self, against: str = SHA256SUM) -> float | None:
         """`wan models check --deep` throughput over another command's (None where it did not run)."""
@@ -412,7 +396,7 @@ def render(machine: str, plan: Plan, results: Sequence[StateResult], note: str |
             "| command | median s | MB/s | x |",
             "|---|--:|--:|--:|",
             *[
-                f"| {t.label} | {t.median:.3f} | {t.mb_per_s(plan.total_bytes):.0f} "
+                f"| {t.label} | {t.median:.3f} | {plan.total_bytes / t.median / 1e6:.0f} "
                 f"| {sha256sum.median / t.median:.2f} |"
                 for t in result.processes
             ],
@@ -424,7 +408,7 @@ def render(machine: str, plan: Plan, results: Sequence[StateResult], note: str |
             "| loop | median s | MB/s | x |",
             "|---|--:|--:|--:|",
             *[
-                f"| {t.label} | {t.median:.3f} | {t.mb_per_s(plan.total_bytes):.0f} "
+                f"| {t.label} | {t.median:.3f} | {plan.total_bytes / t.median / 1e6:.0f} "
                 f"| {result.loops[0].median / t.median:.2f} |"
                 for t in result.loops
             ],

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import wanstudio
-from _report import machine_basics, markers, write_section
+from _report import Samples, machine_basics, markers, write_section
 from wanstudio.orchestrator.layout import StoreLayout
 from wanstudio.orchestrator.store import CommittedFile, VariantRecord
 
@@ -62,20 +61,6 @@ class Repetitions:
 
 FULL = Repetitions(calls=10, processes=7)
 QUICK = Repetitions(calls=3, processes=3)
-
-
-@dataclass(frozen=True)
-class Timing:
-    label: str
-    samples_ms: tuple[float, ...]
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples_ms)
-
-    @property
-    def worst_ms(self) -> float:
-        return max(self.samples_ms)
 
 
 # -- the stores (not timed) ----------------------------------------------------------------------------------
@@ -177,17 +162,17 @@ def _hf_old_revisions(cache: Path) -> list[str]:
 # -- timing --------------------------------------------------------------------------------------------------
 
 
-def time_calls(label: str, call: Callable[[], object], runs: int) -> Timing:
+def time_calls(label: str, call: Callable[[], object], runs: int) -> Samples:
     call()  # untimed: imports, first touch
     samples = []
     for _ in range(runs):
         start = time.perf_counter_ns()
         call()
         samples.append((time.perf_counter_ns() - start) / 1e6)
-    return Timing(label, tuple(samples))
+    return Samples(label, tuple(samples))
 
 
-def time_process(label: str, argv: list[str], runs: int) -> Timing:
+def time_process(label: str, argv: list[str], runs: int) -> Samples:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
     def run() -> float:
@@ -198,7 +183,7 @@ def time_process(label: str, argv: list[str], runs: int) -> Timing:
         return (time.perf_counter_ns() - start) / 1e6
 
     run()
-    return Timing(label, tuple(run() for _ in range(runs)))
+    return Samples(label, tuple(run() for _ in range(runs)))
 
 
 def allocated_under(root: Path) -> int:
@@ -213,11 +198,11 @@ def allocated_under(root: Path) -> int:
 # -- report --------------------------------------------------------------------------------------------------
 
 
-def render(machine: str, timings: Sequence[Timing], plan: wanstudio.GcReport, real: dict[str, float],
+def render(machine: str, timings: Sequence[Samples], plan: wanstudio.GcReport, real: dict[str, float],
            hf_revisions: int, reps: Repetitions, max_bytes: int) -> str:
     api, process, bare, hf = timings
     equal = real["reclaimed"] == real["measured"]
-    worst = max(api.median_ms, process.median_ms) / 1000
+    worst = max(api.median, process.median) / 1000
     method = (
         f"**Method.** A store is built directly in a temporary folder: {BLOBS:,} blobs of {BLOB_BYTES} bytes "
         f"named by their sha256, {VARIANTS} variants of {OWN_PER_VARIANT + SHARED_PER_VARIANT} files in two "
@@ -237,7 +222,7 @@ def render(machine: str, timings: Sequence[Timing], plan: wanstudio.GcReport, re
         "allocated blocks of every inode under MODELS_ROOT."
     )
     rows = [
-        f"| {t.label} | {t.median_ms:.1f} | {t.worst_ms:.1f} |" for t in (api, process, bare, hf)
+        f"| {t.label} | {t.median:.1f} | {t.worst:.1f} |" for t in (api, process, bare, hf)
     ]
     return "\n".join([
         BEGIN,
@@ -256,10 +241,10 @@ def render(machine: str, timings: Sequence[Timing], plan: wanstudio.GcReport, re
         "|---|---|---|---|",
         f"| `gc --dry-run` on {BLOBS:,} blobs, as the Python API and as the `wan` process "
         f"| < {GOAL_SECONDS:g} s "
-        f"| {api.median_ms:.0f} ms in process, {process.median_ms:.0f} ms as a process (medians) "
+        f"| {api.median:.0f} ms in process, {process.median:.0f} ms as a process (medians) "
         f"| {'**met**' if worst < GOAL_SECONDS else '**not met**'} |",
         "",
-        "### Timings (ms)",
+        "### Sampless (ms)",
         "",
         "| what | median ms | worst ms |",
         "|---|--:|--:|",

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import wanstudio
-from _report import machine_basics, markers, write_section
+from _report import Samples, machine_basics, markers, write_section
 from wanstudio import Orchestrator, Settings
 
 MODELS = ("ti2v-5B@2.2.0", "t2v-A14B@2.2.0", "i2v-A14B@2.2.0")
@@ -102,22 +102,6 @@ class Timing:
     @property
     def p90_us(self) -> float:
         return statistics.quantiles(self.samples_ns, n=10, method="inclusive")[8] / 1000
-
-
-@dataclass(frozen=True)
-class ProcessTiming:
-    """Wall times of one command, each run as a fresh process, in milliseconds."""
-
-    label: str
-    samples_ms: tuple[float, ...]
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples_ms)
-
-    @property
-    def p90_ms(self) -> float:
-        return statistics.quantiles(self.samples_ms, n=10, method="inclusive")[8]
 
 
 @dataclass(frozen=True)
@@ -326,7 +310,7 @@ def process_commands() -> dict[str, list[str]]:
     }
 
 
-def time_processes(commands: Mapping[str, list[str]], runs: int) -> dict[str, ProcessTiming]:
+def time_processes(commands: Mapping[str, list[str]], runs: int) -> dict[str, Samples]:
     """Run each command once (writing bytecode), then `runs` times interleaved, timing each whole process.
 
     PYTHONDONTWRITEBYTECODE is left out of their environment: real installs run from bytecode.
@@ -347,7 +331,7 @@ def time_processes(commands: Mapping[str, list[str]], runs: int) -> dict[str, Pr
     for _ in range(runs):
         for label, argv in commands.items():
             samples[label].append(run(argv))
-    return {label: ProcessTiming(label, tuple(values)) for label, values in samples.items()}
+    return {label: Samples(label, tuple(values)) for label, values in samples.items()}
 
 
 # -- the machine -------------------------------------------------------------------------------------------
@@ -406,7 +390,7 @@ wall time of the whole process."""
 
 
 def render(
-    machine: str, timings: Sequence[Timing], processes: Mapping[str, ProcessTiming], reps: Repetitions
+    machine: str, timings: Sequence[Timing], processes: Mapping[str, Samples], reps: Repetitions
 ) -> str:
     """The Markdown section, markers included: machine, method, goals and both tables."""
     method = METHOD.replace("\n", " ").format(
@@ -438,14 +422,14 @@ def render(
     return "\n".join(parts) + "\n"
 
 
-def goals_table(timings: Sequence[Timing], processes: Mapping[str, ProcessTiming]) -> list[str]:
+def goals_table(timings: Sequence[Timing], processes: Mapping[str, Samples]) -> list[str]:
     """The two goals, measured, and whether each is met."""
     fresh = {t.case.model_id: t.median_us for t in timings if t.case.label == FRESH}
     snapshot = {t.case.model_id: t.median_us for t in timings if t.case.label == SNAPSHOT}
     speedups = {m: snapshot[m] / fresh[m] for m in MODELS}
     worst = min(speedups.values())
-    wan_ms = processes[WAN_PROCESS].median_ms
-    above_python = wan_ms - processes[BARE_PROCESS].median_ms
+    wan_ms = processes[WAN_PROCESS].median
+    above_python = wan_ms - processes[BARE_PROCESS].median
     return [
         "**Goals**",
         "",
@@ -479,13 +463,13 @@ def calls_table(timings: Sequence[Timing]) -> list[str]:
     ]
 
 
-def processes_table(processes: Mapping[str, ProcessTiming], runs: int) -> list[str]:
+def processes_table(processes: Mapping[str, Samples], runs: int) -> list[str]:
     """Whole-process medians and p90s, against the bare interpreter and against `wan models ensure`."""
-    wan_ms = processes[WAN_PROCESS].median_ms
-    bare_ms = processes[BARE_PROCESS].median_ms
+    wan_ms = processes[WAN_PROCESS].median
+    bare_ms = processes[BARE_PROCESS].median
     rows = [
-        f"| {p.label} | {p.median_ms:.1f} | {p.p90_ms:.1f} | {p.median_ms - bare_ms:.1f} "
-        f"| {p.median_ms / wan_ms:.2f} |"
+        f"| {p.label} | {p.median:.1f} | {p.p90:.1f} | {p.median - bare_ms:.1f} "
+        f"| {p.median / wan_ms:.2f} |"
         for p in processes.values()
     ]
     return [
