@@ -423,3 +423,31 @@ def test_a_job_interrupted_twice_fails_with_the_reason(wan_server: Callable[...,
     assert status == 409 and body["error"]["code"] == "NOT_READY"
     # The job queued behind it was never started, so it runs as usual.
     assert server.wait_for(behind)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_finished_jobs_go_past_the_results_size_limit_and_after_their_retention(
+    wan_server: Callable[..., WanServer],
+) -> None:
+    """The sweep runs at every start-up: oldest finished jobs first, with their files."""
+    server = wan_server(WAN_DEVICE="cpu")
+    ids = [submit(server, num_inference_steps=1) for _ in range(3)]
+    for video_id in ids:
+        assert server.wait_for(video_id)["status"] == "completed"
+    videos = Path(server.env["WAN_DATA_DIR"]) / "videos"
+    sizes = {video_id: sum(f.stat().st_size for f in (videos / video_id).iterdir()) for video_id in ids}
+
+    # Room for the two newest: the oldest goes, with its folder.
+    server.stop()
+    server.env["WAN_RESULTS_MAX_BYTES"] = str(sizes[ids[1]] + sizes[ids[2]])
+    server.start()
+    assert [server.request("GET", f"/v1/videos/{video_id}")[0] for video_id in ids] == [404, 200, 200]
+    assert sorted(p.name for p in videos.iterdir()) == sorted(ids[1:])
+
+    # Past their retention, the rest go too.
+    server.stop()
+    server.env.update(WAN_RESULTS_MAX_BYTES="1G", WAN_JOB_RETENTION="1s")
+    time.sleep(1.1)
+    server.start()
+    assert [server.request("GET", f"/v1/videos/{video_id}")[0] for video_id in ids] == [404, 404, 404]
+    assert list(videos.iterdir()) == []

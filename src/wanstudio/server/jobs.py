@@ -36,6 +36,7 @@ from wanstudio.server.jobstore import (
     FAILED,
     IN_PROGRESS,
     QUEUED,
+    STATUSES,
     Job,
     JobStore,
     is_job_id,
@@ -362,23 +363,22 @@ class JobQueue:
 
     def sweep(self) -> None:
         """Forget finished jobs past the retention period, then the oldest past the results size limit."""
-        for job in self.store.finished_before(time.time() - self.settings.job_retention):
-            self._forget(job.id, "past its retention period")
-        finished = self.store.finished_oldest_first()
+        cutoff = time.time() - self.settings.job_retention
+        finished = self.store.finished_oldest_first()  # the expired ones come first
         sizes = {job.id: _folder_bytes(self.videos_dir / job.id) for job in finished}
         total = sum(sizes.values())
         for job in finished:
-            if total <= self.settings.results_max_bytes:
+            expired = (job.completed_at or job.created_at) < cutoff
+            if not expired and total <= self.settings.results_max_bytes:
                 break
-            self._forget(job.id, "the results passed WAN_RESULTS_MAX_BYTES")
+            self._forget(
+                job.id, "past its retention period" if expired else "the results passed WAN_RESULTS_MAX_BYTES"
+            )
             total -= sizes[job.id]
-        known = {
-            job.id for job in self.store.with_status(*(QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED))
-        }
+        known = {job.id for job in self.store.with_status(*STATUSES)}
         for folder in self.videos_dir.iterdir() if self.videos_dir.is_dir() else ():
-            if (
-                is_job_id(folder.name) and folder.name not in known
-            ):  # left by a crash between mkdir and insert
+            # A folder with no job was left by a crash between its mkdir and the job's insert.
+            if is_job_id(folder.name) and folder.name not in known:
                 self._remove_files(folder.name)
 
     def _forget(self, job_id: str, why: str) -> None:

@@ -279,16 +279,8 @@ class JobStore:
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
-    def finished_before(self, cutoff: float) -> list[Job]:
-        with self._lock:
-            marks = ",".join("?" * len(FINISHED))
-            rows = self._db.execute(
-                f"SELECT * FROM jobs WHERE status IN ({marks}) AND coalesce(completed_at, created_at) < ? ORDER BY seq",
-                (*FINISHED, cutoff),
-            ).fetchall()
-        return [_row_to_job(row) for row in rows]
-
     def finished_oldest_first(self) -> list[Job]:
+        """Finished jobs by the time they finished (or were created, for one cancelled while queued)."""
         with self._lock:
             marks = ",".join("?" * len(FINISHED))
             rows = self._db.execute(
