@@ -93,20 +93,24 @@ export function applyDefaults() {
   const variant = currentVariant();
   if (!model) return;
   const d = variantDefaults(model, variant);
-  const set = (id, value) => {
-    $(id).value = value == null ? "" : String(value);
-  };
-  set("width", d.width);
-  set("height", d.height);
-  set("num_frames", d.num_frames);
-  set("fps", d.fps);
-  set("steps", d.steps);
-  set("guidance_scale", d.guidance_scale);
-  set("negative_prompt", d.negative_prompt);
-  set("seed", "");
+  fillParameters(d, { clearMissing: true });
+  $("seed").value = "";
   $("params-source").textContent = `defaults of ${model.name} · ${state.variantName}`;
   clearErrors();
   updateHints();
+}
+
+// The form fields named like the keys of a variant's defaults and of a video's parameters.
+const PARAMETER_FIELDS = ["width", "height", "num_frames", "fps", "steps", "guidance_scale", "negative_prompt"];
+
+/** Put `values` (defaults or a video's parameters) into the parameter fields; a missing value empties its
+ * field with `clearMissing`, else leaves it as it is. */
+function fillParameters(values, { clearMissing }) {
+  for (const id of PARAMETER_FIELDS) {
+    const value = values[id];
+    if (value != null) $(id).value = String(value);
+    else if (clearMissing) $(id).value = "";
+  }
 }
 
 export function updateSubmitHint() {
@@ -127,18 +131,9 @@ export function updateSubmitHint() {
 export function reuseSettings(video) {
   const p = video.parameters || {};
   selectModel(video.model, video.variant);
-  const set = (id, value) => {
-    if (value != null) $(id).value = String(value);
-  };
   $("prompt").value = video.prompt || "";
-  set("width", p.width);
-  set("height", p.height);
-  set("num_frames", p.num_frames);
-  set("fps", p.fps);
-  set("steps", p.steps);
-  set("guidance_scale", p.guidance_scale);
-  set("seed", p.seed);
-  set("negative_prompt", p.negative_prompt);
+  fillParameters(p, { clearMissing: false });
+  if (p.seed != null) $("seed").value = String(p.seed);
   setChosenLoras(Array.isArray(p.loras) ? p.loras : []);
   setMemoryOptions(p.memory_profile || null, Boolean(p.allow_fallback));
   $("params-source").textContent = `settings of ${video.id}`;
