@@ -242,7 +242,7 @@ class JobQueue:
 
     def _run(self, engine: Engine, job: Job) -> None:
         token = CancelToken()
-        listener = _JobListener(self, job)
+        listener = _JobListener(self, job, token)
         with self._lock:
             self._tokens[job.id] = token
             self._live[job.id] = listener.state
@@ -412,8 +412,8 @@ class JobQueue:
 class _JobListener:
     """Progress of one running job: the live state, throttled events and database writes, step times."""
 
-    def __init__(self, queue: JobQueue, job: Job) -> None:
-        self.queue, self.job = queue, job
+    def __init__(self, queue: JobQueue, job: Job, token: CancelToken) -> None:
+        self.queue, self.job, self.token = queue, job, token
         self.state: dict[str, Any] = {"stage": "ensuring", "step": 0, "percent": 0.0, "eta_seconds": None}
         self.step_seconds: list[float] = []
         self._download: DownloadReporter | None = None
@@ -462,12 +462,10 @@ class _JobListener:
             or report.step == report.total_steps
         ):
             self._last_event = now
-            try:
-                job = self.queue.store.get(self.job.id)
-            except WanError:  # deleted while it runs: its cancellation arrives at the next step
-                return
-            if job.status == IN_PROGRESS:  # not once cancelled: `video.cancelled` was its last event
-                self.queue.events.publish("video.progress", self.queue.video(job))
+            # The claimed job, as the database holds it while it runs; once it is cancelled (or deleted, which
+            # cancels it first) `video.cancelled` was its last event.
+            if not self.token.cancelled:
+                self.queue.events.publish("video.progress", self.queue.video(self.job))
 
     def _replace(self, state: dict[str, Any]) -> None:
         with self.queue._lock:
