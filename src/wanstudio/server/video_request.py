@@ -100,20 +100,18 @@ def fields_from_form(items: list[tuple[str, Any]]) -> dict[str, Any]:
 def as_api_error(error: WanError) -> WanError:
     """`error` in the API's words: the engine and the manifest name the CLI's parameters and flags (param
     `steps`, "--frames 9"), while an API caller sent fields (`num_inference_steps`, `num_frames`)."""
-    if error.param is not None:
-        error.param = _API_FIELDS.get(error.param, error.param)
-    if (
-        error.param == "loras" and "catalogue" in error.message
-    ):  # the CLI's hints name files; a client uploads
+    if error.param == "lora":  # the engine's catalogue lookup: its hints name files, while a client uploads
         error.suggestions = [
             "upload the LoRA: POST /v1/loras with the .safetensors file and a name",
             "see what is there: GET /v1/loras",
         ]
-        return error
-    error.suggestions = [
-        _CLI_FLAG.sub(lambda flag: _API_FIELDS.get(flag[1], flag[1].replace("-", "_")) + "=", text)
-        for text in error.suggestions
-    ]
+    else:
+        error.suggestions = [
+            _CLI_FLAG.sub(lambda flag: _API_FIELDS.get(flag[1], flag[1].replace("-", "_")) + "=", text)
+            for text in error.suggestions
+        ]
+    if error.param is not None:
+        error.param = _API_FIELDS.get(error.param, error.param)
     return error
 
 
